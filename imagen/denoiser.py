@@ -1,0 +1,85 @@
+"""The denoiser seam: a raw network + schedule + parameterisation -> (x0, eps) for (x_t, t, condition).
+
+Samplers and guidance see only this (EDM's `Denoiser` / k-diffusion's wrappers): they never care whether
+the network predicts eps, v or x0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from .objective import to_x0_eps
+from .schedules import Schedule
+
+
+@dataclass(frozen=True)
+class Condition:
+    """Everything a stage's network is conditioned on besides x_t and t. Shapes:
+    text_embeds (B, L, D) float, text_mask (B, L) bool (True = real token), drop_text (B,) bool (True = use
+    the learned null condition), lowres (B, 3, H, W) in [-1, 1] (upsampled, noise-augmented), lowres_level
+    (B,) in [0, 1] (the augmentation level)."""
+
+    text_embeds: torch.Tensor | None = None
+    text_mask: torch.Tensor | None = None
+    drop_text: torch.Tensor | None = None
+    lowres: torch.Tensor | None = None
+    lowres_level: torch.Tensor | None = None
+
+    def as_kwargs(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def cat(self, other: Condition) -> Condition:
+        """Concatenate along the batch (both must carry the same fields); text is padded to one length."""
+        a, b = _pad_text(self, other)
+        out = {}
+        for f in fields(self):
+            x, y = getattr(a, f.name), getattr(b, f.name)
+            if (x is None) != (y is None):
+                raise ValueError(f"cannot batch conditions: {f.name} is set in one and not the other")
+            out[f.name] = None if x is None else torch.cat([x, y])
+        return Condition(**out)
+
+    def unconditional(self) -> Condition:
+        """The same condition with the text replaced by the learned null condition."""
+        batch = self.text_embeds.shape[0] if self.text_embeds is not None else self.lowres.shape[0]
+        device = (self.text_embeds if self.text_embeds is not None else self.lowres).device
+        return replace(self, drop_text=torch.ones(batch, dtype=torch.bool, device=device))
+
+
+def _pad_text(a: Condition, b: Condition) -> tuple[Condition, Condition]:
+    if a.text_embeds is None or b.text_embeds is None:
+        return a, b
+    length = max(a.text_embeds.shape[1], b.text_embeds.shape[1])
+    return _pad_to(a, length), _pad_to(b, length)
+
+
+def _pad_to(c: Condition, length: int) -> Condition:
+    extra = length - c.text_embeds.shape[1]
+    if extra == 0:
+        return c
+    embeds = torch.nn.functional.pad(c.text_embeds, (0, 0, 0, extra))
+    mask = torch.nn.functional.pad(c.text_mask, (0, extra), value=False)
+    return replace(c, text_embeds=embeds, text_mask=mask)
+
+
+class Prediction(NamedTuple):
+    x0: torch.Tensor
+    eps: torch.Tensor
+
+
+class Denoiser(nn.Module):
+    """Wraps a network `net(x_t, t, **condition) -> output` that predicts `prediction` (eps, x0 or v)."""
+
+    def __init__(self, net: nn.Module, schedule: Schedule, prediction: str = "eps"):
+        super().__init__()
+        self.net, self.schedule, self.prediction = net, schedule, prediction
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, condition: Condition) -> Prediction:
+        """x_t (B, C, H, W), t (B,) in [0, 1] -> Prediction(x0, eps), each (B, C, H, W), float32."""
+        alpha, sigma = self.schedule.alpha_sigma(t)
+        output = self.net(x_t, t, **condition.as_kwargs()).float()
+        return Prediction(*to_x0_eps(self.prediction, output, x_t.float(), alpha, sigma))

@@ -1,0 +1,26 @@
+"""Seeded Gaussian noise. A list of generators gives each sample its own stream, so a sample does not
+depend on the batch it is drawn in (the pipeline's per-image seeds rely on this)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+Generator = torch.Generator | Sequence[torch.Generator] | None
+
+
+def randn(shape: Sequence[int], generator: Generator = None, *, device=None,
+          dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Standard normal noise of `shape`; `generator` is one generator or one per sample (shape[0])."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
+    if len(generator) != shape[0]:
+        raise ValueError(f"got {len(generator)} generators for a batch of {shape[0]}")
+    return torch.stack([torch.randn(tuple(shape[1:]), generator=g, device=device, dtype=dtype)
+                        for g in generator])
+
+
+def generators(seeds: Sequence[int], device: str | torch.device = "cpu") -> list[torch.Generator]:
+    """One generator per seed."""
+    return [torch.Generator(device).manual_seed(int(s)) for s in seeds]

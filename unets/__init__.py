@@ -1,0 +1,1 @@
+"""Network architectures only (no diffusion): the Efficient U-Net and its layers."""
