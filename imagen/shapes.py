@@ -1,0 +1,139 @@
+"""The *shapes* world: procedural captions and images, rendered offline at any resolution.
+
+One or two objects (size, colour, shape, position on a 3x3 grid) on a plain background:
+    "a small red circle at the top left on a blue background"
+    "a large green square at the center and a small white triangle at the bottom right on a black background"
+Scenes are deterministic per (seed, index). A fixed held-out set of captions (about 1 in 100, chosen by a
+hash of the caption) is never drawn for training and is what evaluation prompts come from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from dataclasses import dataclass
+
+from PIL import Image, ImageDraw
+
+COLORS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (240, 210, 40),
+    "purple": (140, 60, 180), "orange": (245, 140, 30), "pink": (240, 120, 180), "cyan": (40, 200, 210),
+    "white": (245, 245, 245), "black": (20, 20, 20), "gray": (128, 128, 128), "brown": (130, 80, 40),
+}
+SHAPES = ("circle", "square", "triangle")
+SIZES: dict[str, float] = {"small": 1 / 6, "large": 1 / 3}  # object diameter as a fraction of the side
+POSITIONS: dict[str, tuple[int, int]] = {  # name -> (column, row) on the 3x3 grid
+    "top left": (0, 0), "top": (1, 0), "top right": (2, 0),
+    "left": (0, 1), "center": (1, 1), "right": (2, 1),
+    "bottom left": (0, 2), "bottom": (1, 2), "bottom right": (2, 2),
+}
+HELD_OUT_PER_MILLE = 10  # about 1% of captions are held out
+
+
+@dataclass(frozen=True)
+class ShapeObject:
+    size: str
+    color: str
+    shape: str
+    position: str
+
+    def phrase(self) -> str:
+        return f"a {self.size} {self.color} {self.shape} at the {self.position}"
+
+
+@dataclass(frozen=True)
+class Scene:
+    objects: tuple[ShapeObject, ...]
+    background: str
+
+    @property
+    def caption(self) -> str:
+        return " and ".join(o.phrase() for o in self.objects) + f" on a {self.background} background"
+
+
+def is_held_out(caption: str) -> bool:
+    """Whether a caption belongs to the fixed evaluation set (never used in training)."""
+    digest = hashlib.sha256(caption.encode("utf-8")).digest()
+    return int.from_bytes(digest[:4], "big") % 1000 < HELD_OUT_PER_MILLE
+
+
+def random_scene(rng: random.Random, two_object_prob: float = 1 / 3) -> Scene:
+    """A scene with one object, or two (probability `two_object_prob`) in different cells; object colours
+    differ from the background's."""
+    background = rng.choice(list(COLORS))
+    object_colors = [c for c in COLORS if c != background]
+    count = 2 if rng.random() < two_object_prob else 1
+    positions = rng.sample(list(POSITIONS), count)
+    objects = tuple(ShapeObject(rng.choice(list(SIZES)), rng.choice(object_colors), rng.choice(SHAPES), p)
+                    for p in positions)
+    return Scene(objects, background)
+
+
+def training_scene(seed: int, index: int, two_object_prob: float = 1 / 3) -> Scene:
+    """Scene `index` of the training stream `seed`: deterministic, never a held-out caption."""
+    rng = random.Random(f"shapes:{seed}:{index}")
+    while True:
+        scene = random_scene(rng, two_object_prob)
+        if not is_held_out(scene.caption):
+            return scene
+
+
+def held_out_scenes(count: int, objects: int = 1, seed: int = 0) -> list[Scene]:
+    """The first `count` held-out scenes with `objects` objects, in a fixed order (evaluation prompts)."""
+    rng = random.Random(f"held-out:{seed}:{objects}")
+    found: list[Scene] = []
+    seen: set[str] = set()
+    while len(found) < count:
+        scene = random_scene(rng, 1.0 if objects == 2 else 0.0)
+        if is_held_out(scene.caption) and scene.caption not in seen:
+            seen.add(scene.caption)
+            found.append(scene)
+    return found
+
+
+_OBJECT = (r"a (?P<size{i}>small|large) (?P<color{i}>\w+) (?P<shape{i}>circle|square|triangle) "
+           r"at the (?P<position{i}>top left|top right|bottom left|bottom right|top|bottom|left|right|center)")
+_CAPTION = re.compile(rf"^{_OBJECT.format(i=0)}(?: and {_OBJECT.format(i=1)})? on a (?P<background>\w+) background$")
+
+
+def parse_caption(caption: str) -> Scene | None:
+    """The scene a shapes caption describes, or None if the text is not a shapes caption."""
+    match = _CAPTION.match(caption.strip().lower())
+    if match is None:
+        return None
+    groups = match.groupdict()
+    objects = tuple(ShapeObject(groups[f"size{i}"], groups[f"color{i}"], groups[f"shape{i}"], groups[f"position{i}"])
+                    for i in (0, 1) if groups[f"size{i}"] is not None)
+    colors = [o.color for o in objects] + [groups["background"]]
+    if any(c not in COLORS for c in colors):
+        return None
+    return Scene(objects, groups["background"])
+
+
+def object_box(obj: ShapeObject, side: float) -> tuple[float, float, float, float]:
+    """(left, top, right, bottom) of the object's bounding box in an image of `side` pixels."""
+    column, row = POSITIONS[obj.position]
+    cx, cy = (2 * column + 1) * side / 6, (2 * row + 1) * side / 6
+    half = SIZES[obj.size] * side / 2
+    return cx - half, cy - half, cx + half, cy + half
+
+
+def render(scene: Scene, resolution: int, supersample: int = 4) -> Image.Image:
+    """RGB image of the scene, antialiased by drawing at up to `supersample` x the size and box-filtering down."""
+    factor = max(1, min(supersample, 4096 // resolution))
+    side = resolution * factor
+    image = Image.new("RGB", (side, side), COLORS[scene.background])
+    draw = ImageDraw.Draw(image)
+    for obj in scene.objects:
+        left, top, right, bottom = object_box(obj, side)
+        color = COLORS[obj.color]
+        if obj.shape == "circle":
+            draw.ellipse((left, top, right, bottom), fill=color)
+        elif obj.shape == "square":
+            draw.rectangle((left, top, right, bottom), fill=color)
+        else:  # isosceles triangle pointing up, filling the box
+            draw.polygon([((left + right) / 2, top), (right, bottom), (left, bottom)], fill=color)
+    if factor > 1:
+        image = image.resize((resolution, resolution), Image.Resampling.BOX)
+    return image
