@@ -1,0 +1,187 @@
+"""Index-addressed (map-style) data sets: the procedural shapes world and image files with captions.
+
+An item is addressed by a key `(index, seed, epoch)` (a bare int means `(index, 0, 0)`); everything random
+about it (random_crop offsets, the SR crop) comes from `random.Random` seeded by that key, so an item is a
+pure function of its key: the same in any worker, process or resumed run.
+
+Items: `{"image": (3, R, R) in [-1, 1], "caption": str, "key": str, "skipped": [(key, reason, detail)]}`
+plus `"lowres": (3, r, r) in [-1, 1]` for SR stages, where R is the crop size (or the resolution) and r
+the matching low-res size. `skipped` lists the bad items passed over to produce this one: an unusable
+item is replaced by the next usable index (index + 1, + 2, ..., wrapping), deterministically; the loader
+counts and reports them.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import Dataset
+
+from configs.schema import DataConfig
+from imagen.resize import downsample
+from imagen.shapes import render, training_scene
+
+from .images import BadSample, fit_square, min_side, open_image, to_tensor
+from .sources import Entry, ScanReport
+
+SHAPES_LENGTH = 10**9  # the shapes world is unbounded; this many items is "infinite" for training
+MAX_CONSECUTIVE_BAD = 100  # an item whose next this-many neighbours are all bad stops training
+
+
+@dataclass(frozen=True)
+class Target:
+    """What one stage trains on: images at `resolution`, optionally cropped to `crop_size`, with the
+    low-res conditioning image at `lowres_resolution` (0 = base stage)."""
+
+    resolution: int
+    crop_size: int = 0
+    lowres_resolution: int = 0
+    resize: str = "center_crop"
+
+    def __post_init__(self):
+        res, crop, low = self.resolution, self.crop_size, self.lowres_resolution
+        if res <= 0:
+            raise ValueError(f"resolution must be positive, got {res}")
+        if not 0 <= crop <= res:
+            raise ValueError(f"crop_size must be in [0, resolution={res}], got {crop}")
+        if not 0 <= low < res:
+            raise ValueError(f"lowres_resolution must be in [0, resolution={res}), got {low}")
+        if crop and low and (res % low or crop % (res // low)):
+            raise ValueError(f"crop_size {crop} with lowres_resolution {low} needs resolution {res} to be a "
+                             f"multiple of {low} and crop_size a multiple of {res // max(low, 1)}, so the "
+                             "low-res crop covers exactly the same region")
+        if self.resize not in ("center_crop", "random_crop", "stretch"):
+            raise ValueError(f"unknown resize mode {self.resize!r}: use center_crop, random_crop or stretch")
+
+    @property
+    def size(self) -> int:
+        """Side of the training image."""
+        return self.crop_size or self.resolution
+
+    @property
+    def lowres_size(self) -> int:
+        """Side of the low-res image (0 = none)."""
+        if not self.lowres_resolution:
+            return 0
+        return self.crop_size * self.lowres_resolution // self.resolution if self.crop_size else self.lowres_resolution
+
+    def finish(self, image: torch.Tensor, rng: random.Random) -> dict:
+        """From a full-resolution image (3, R, R): the low-res image (the whole image, antialiased down to
+        `lowres_resolution`), then the random crop of both, aligned on the low-res pixel grid."""
+        lowres = downsample(image, self.lowres_resolution) if self.lowres_resolution else None
+        crop = self.crop_size
+        if crop and crop < self.resolution:
+            factor = self.resolution // self.lowres_resolution if lowres is not None else 1
+            steps = (self.resolution - crop) // factor
+            top, left = rng.randint(0, steps) * factor, rng.randint(0, steps) * factor
+            image = image[:, top:top + crop, left:left + crop]
+            if lowres is not None:
+                side = crop // factor
+                lowres = lowres[:, top // factor:top // factor + side, left // factor:left // factor + side]
+        item = {"image": image.contiguous()}
+        if lowres is not None:
+            item["lowres"] = lowres.contiguous()
+        return item
+
+
+def item_rng(seed: int, epoch: int, index: int | str) -> random.Random:
+    """The random stream of one item (crop offsets), derived from (seed, epoch, index) only."""
+    return random.Random(f"item:{seed}:{epoch}:{index}")
+
+
+class MapDataset(Dataset):
+    """Base of the index-addressed sources. Subclasses implement `_load(index, rng) -> (image, caption,
+    key)` with image (3, resolution, resolution) in [-1, 1], raising BadSample for unusable items."""
+
+    shuffle = True  # whether the loader visits items in a seeded random order (False: index order)
+
+    def __init__(self, target: Target, location: str, rank: int = 0, world_size: int = 1):
+        self.target = target
+        self.location = location
+        self.rank = rank
+        self.world_size = world_size
+        self._bad: dict[int, tuple[str, str, str]] = {}  # per-process memo of known-bad indices
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def _load(self, index: int, rng: random.Random) -> tuple[torch.Tensor, str, str]:
+        raise NotImplementedError
+
+    def _key(self, index: int) -> str:
+        return str(index)
+
+    def __getitem__(self, key: int | tuple[int, int, int]) -> dict:
+        index, seed, epoch = (key, 0, 0) if isinstance(key, int) else key
+        length = len(self)
+        if not 0 <= index < length:
+            raise IndexError(f"index {index} out of range for a data set of {length}")
+        skipped = []
+        for attempt in range(min(length, MAX_CONSECUTIVE_BAD)):
+            current = (index + attempt) % length
+            if current in self._bad:
+                skipped.append(self._bad[current])
+                continue
+            rng = item_rng(seed, epoch, index)
+            try:
+                image, caption, name = self._load(current, rng)
+            except BadSample as error:
+                self._bad[current] = (self._key(current), error.reason, error.detail)
+                skipped.append(self._bad[current])
+                continue
+            item = self.target.finish(image, rng)
+            item.update(caption=caption, key=name, skipped=skipped)
+            return item
+        if length <= MAX_CONSECUTIVE_BAD:
+            raise ValueError(f"no usable image in {self.location}: all {length} items were skipped "
+                             f"(first: {skipped[0][0]}: {skipped[0][1]})")
+        raise ValueError(f"{MAX_CONSECUTIVE_BAD} consecutive unusable items in {self.location} from "
+                         f"{skipped[0][0]} ({skipped[0][1]}); the data set looks mostly bad")
+
+
+class ShapesDataset(MapDataset):
+    """Item i is `training_scene(shapes_seed, i, two_object_prob)`, rendered (antialiased) at the stage's
+    resolution; the low-res image is made by `downsample`, as for real data. Visited in index order: the
+    scenes are random already, so the position in the stream is the index."""
+
+    shuffle = False
+
+    def __init__(self, config: DataConfig, target: Target, rank: int = 0, world_size: int = 1):
+        super().__init__(target, "shapes", rank, world_size)
+        self.seed = config.shapes_seed
+        self.two_object_prob = config.two_object_prob
+
+    def __len__(self) -> int:
+        return SHAPES_LENGTH
+
+    def _key(self, index: int) -> str:
+        return f"shapes:{self.seed}:{index}"
+
+    def _load(self, index, rng):
+        scene = training_scene(self.seed, index, self.two_object_prob)
+        return to_tensor(render(scene, self.target.resolution)), scene.caption, self._key(index)
+
+
+class FileDataset(MapDataset):
+    """Image files with captions (from a folder scan or a manifest), decoded and checked lazily."""
+
+    def __init__(self, entries: list[Entry], report: ScanReport, target: Target, rank: int = 0,
+                 world_size: int = 1):
+        super().__init__(target, report.location, rank, world_size)
+        self.entries = entries
+        self.report = report
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def _key(self, index: int) -> str:
+        return self.entries[index].key
+
+    def _load(self, index, rng):
+        entry = self.entries[index]
+        target = self.target
+        image = open_image(entry.image, min_size=min_side(target.resolution))
+        image = fit_square(image, target.resolution, target.resize, rng)
+        return to_tensor(image), entry.caption, entry.key

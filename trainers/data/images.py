@@ -1,0 +1,173 @@
+"""Decoding one training image or caption, or saying precisely why it cannot be used.
+
+Every image goes through `open_image` (decode, checks, EXIF rotation, conversion to 8-bit RGB), then
+`fit_square` (center crop, random crop or stretch to the stage's resolution, PIL bicubic, which is
+antialiased when shrinking) and `to_tensor` ((3, R, R) in [-1, 1]). Problems raise `BadSample` with a
+short reason from `REASONS`; the data sets skip such items and the loader counts them.
+
+Rejected images:
+- unreadable (not an image, corrupt header or data), truncated, missing;
+- decompression bombs: more than `MAX_PIXELS` pixels (PIL's own limit, 89.5 MP by default), checked from
+  the header before decoding; PIL's DecompressionBombWarning is turned into an error as well;
+- too small: a short side below `MIN_SIDE_FRACTION` (1/4) of the stage's resolution (upsampling more than 4x
+  teaches the model blur).
+Colour modes: alpha (RGBA, LA, PA, P or L with a transparent colour) is composited over white; 16-bit
+grayscale (I;16*, and I, read as 16-bit) is scaled from 0..65535 to 0..255 (PIL's convert would clip);
+float (F) is read as 0..1; CMYK goes through its embedded ICC profile when it has one, else PIL's formula;
+everything else (L, 1, P, YCbCr, ...) through `Image.convert("RGB")`.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import random
+import warnings
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
+MIN_SIDE_FRACTION = 1 / 4
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+
+REASONS = ("missing image", "unreadable image", "truncated image", "decompression bomb", "image too small",
+           "unsupported image mode", "missing caption", "empty caption", "non-UTF-8 caption", "bad manifest row")
+
+
+class BadSample(Exception):
+    """An item that cannot be trained on. `reason` is one of `REASONS`; `detail` says more."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        assert reason in REASONS, reason
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+def min_side(resolution: int) -> int:
+    """Smallest accepted short side of a source image for a stage at `resolution`."""
+    return max(1, math.ceil(resolution * MIN_SIDE_FRACTION))
+
+
+def decode_caption(data: bytes | str | None) -> str:
+    """The caption from a .txt file's bytes (UTF-8, BOM stripped, whitespace collapsed to single spaces)."""
+    if data is None:
+        raise BadSample("missing caption")
+    if isinstance(data, bytes):
+        try:
+            data = data.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise BadSample("non-UTF-8 caption", str(error)) from None
+    try:
+        data.encode("utf-8")  # lone surrogates (from surrogateescape or JSON escapes) are not text
+    except UnicodeEncodeError as error:
+        raise BadSample("non-UTF-8 caption", str(error)) from None
+    caption = " ".join(data.lstrip("\ufeff").split())
+    if not caption:
+        raise BadSample("empty caption")
+    return caption
+
+
+def read_caption(path: str | os.PathLike) -> str:
+    """The caption stored in the text file at `path` (see `decode_caption`)."""
+    try:
+        with open(path, "rb") as file:
+            return decode_caption(file.read())
+    except FileNotFoundError:
+        raise BadSample("missing caption", f"no {os.fspath(path)}") from None
+
+
+def open_image(source: str | os.PathLike | bytes, *, min_size: int = 1, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Decode the image at `source` (a path or the file's bytes) into an 8-bit RGB PIL image, upright
+    (EXIF orientation applied). Raises BadSample for every way it can be unusable (see module doc)."""
+    file = io.BytesIO(source) if isinstance(source, bytes) else source
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(file) as image:
+                width, height = image.size
+                if width * height > max_pixels:
+                    raise BadSample("decompression bomb", f"{width}x{height} is more than {max_pixels} pixels")
+                if min(width, height) < min_size:
+                    raise BadSample("image too small", f"{width}x{height}, short side below {min_size}")
+                image.load()
+                return to_rgb(ImageOps.exif_transpose(image))
+    except BadSample:
+        raise
+    except FileNotFoundError:
+        raise BadSample("missing image", f"no {os.fspath(source)}") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise BadSample("decompression bomb", str(error)) from None
+    except OSError as error:
+        reason = "truncated image" if "truncated" in str(error).lower() else "unreadable image"
+        raise BadSample(reason, str(error)) from None
+    except Exception as error:  # noqa: BLE001 - corrupt files make PIL raise many kinds of errors
+        raise BadSample("unreadable image", f"{type(error).__name__}: {error}") from None
+
+
+def _gray16_to_rgb(image: Image.Image) -> Image.Image:
+    array = np.asarray(image).astype(np.float64)
+    scale = 1.0 if image.mode == "F" else 65535.0
+    gray = np.clip(np.rint(array / scale * 255.0), 0, 255).astype(np.uint8)
+    return Image.fromarray(gray, "L").convert("RGB")
+
+
+def _cmyk_to_rgb(image: Image.Image) -> Image.Image:
+    profile = image.info.get("icc_profile")
+    if profile:
+        try:
+            from PIL import ImageCms
+
+            source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
+            return ImageCms.profileToProfile(image, source, ImageCms.createProfile("sRGB"), outputMode="RGB")
+        except Exception:  # noqa: BLE001 - a broken profile falls back to the plain formula
+            pass
+    return image.convert("RGB")
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """`image` in any PIL mode as 8-bit RGB; transparency composited over white (see module doc)."""
+    mode = image.mode
+    if mode.startswith("I") or mode == "F":
+        return _gray16_to_rgb(image)
+    if mode == "CMYK":
+        return _cmyk_to_rgb(image)
+    if mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    if mode == "RGB":
+        return image
+    try:
+        return image.convert("RGB")
+    except ValueError as error:
+        raise BadSample("unsupported image mode", f"{mode}: {error}") from None
+
+
+def fit_square(image: Image.Image, size: int, mode: str, rng: random.Random) -> Image.Image:
+    """`image` resized to size x size. center_crop / random_crop: the largest centred / random square
+    (offset drawn from `rng`), scaled; stretch: the whole image, aspect ratio not kept. PIL bicubic."""
+    width, height = image.size
+    if mode == "stretch":
+        box = (0, 0, width, height)
+    elif mode in ("center_crop", "random_crop"):
+        side = min(width, height)
+        if mode == "center_crop":
+            left, top = (width - side) // 2, (height - side) // 2
+        else:
+            left, top = rng.randint(0, width - side), rng.randint(0, height - side)
+        box = (left, top, left + side, top + side)
+    else:
+        raise ValueError(f"unknown resize mode {mode!r}: use center_crop, random_crop or stretch")
+    if box == (0, 0, size, size):
+        return image
+    return image.resize((size, size), Image.Resampling.BICUBIC, box=box)
+
+
+def to_tensor(image: Image.Image) -> torch.Tensor:
+    """An 8-bit RGB PIL image as a float tensor (3, H, W) in [-1, 1]."""
+    array = np.asarray(image.convert("RGB"), dtype=np.uint8)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
