@@ -105,7 +105,7 @@ def _walk_images(root: Path) -> list[Path]:
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         images.extend(Path(directory, f) for f in sorted(files)
                       if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS))
-    return images
+    return sorted(images, key=lambda p: p.relative_to(root).as_posix())
 
 
 def resolve_source(spec: str) -> Source:

@@ -141,12 +141,11 @@ class WebDatasetStream(IterableDataset):
         return item
 
     def _worker(self) -> int:
+        """The logical worker this process plays: DataLoader worker id + rotation (see module doc)."""
         info = get_worker_info()
-        if info is None:
-            return 0
-        if info.num_workers != self.num_workers:
+        if info is not None and info.num_workers != self.num_workers:
             raise RuntimeError(f"stream prepared for {self.num_workers} workers, running in {info.num_workers}")
-        return (info.id + self.rotation) % self.num_workers
+        return ((info.id if info is not None else 0) + self.rotation) % self.num_workers
 
     def __iter__(self) -> Iterator[dict]:
         worker = self._worker()

@@ -1,0 +1,140 @@
+"""Source specs, folder and manifest scanning, build-time caption checks (trainers/data/sources.py, build.py)."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+import torch
+
+from configs.schema import DataConfig
+from trainers.data import FileDataset, ShapesDataset, WebDatasetStream, build_dataset, resolve_source
+
+
+def _build(source, resolution=32, **kw) -> FileDataset:
+    return build_dataset(DataConfig(source=str(source)), resolution, **kw)
+
+
+def test_resolve_kinds(tmp_path, image_folder, files):
+    assert resolve_source("shapes").kind == "shapes"
+    assert resolve_source(str(image_folder(2))).kind == "folder"
+    for name in ("m.jsonl", "m.csv"):
+        files.write(tmp_path / name, "")
+        assert resolve_source(str(tmp_path / name)).kind == name[2:]
+    for i in range(3):
+        files.write(tmp_path / "shards" / f"shard-{i:03d}.tar", b"")
+    source = resolve_source(str(tmp_path / "shards" / "shard-{000..002}.tar"))
+    assert source.kind == "webdataset" and len(source.shards) == 3
+    single = str(tmp_path / "shards" / "shard-001.tar")
+    assert resolve_source(single).shards == (single,)
+    assert resolve_source(str(tmp_path / "shards")).kind == "webdataset"  # a folder of .tar files
+
+
+def test_bad_specs_name_the_path_and_what_is_accepted(tmp_path, files):
+    for spec in (tmp_path / "missing", tmp_path / "missing.jsonl", tmp_path / "missing.tar"):
+        with pytest.raises(ValueError, match="does not exist.*expected 'shapes'") as info:
+            resolve_source(str(spec))
+        assert str(spec) in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(ValueError, match=r"1 of 2 webdataset shards do not exist, first: .*shard-001\.tar"):
+        files.write(tmp_path / "shard-000.tar", b"")
+        resolve_source(str(tmp_path / "shard-{000..001}.tar"))
+    files.write(tmp_path / "notes.yaml", "x: 1")
+    with pytest.raises(ValueError, match="unknown data source .*notes.yaml"):
+        resolve_source(str(tmp_path / "notes.yaml"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="holds no images"):
+        resolve_source(str(tmp_path / "empty"))
+    with pytest.raises(ValueError, match="does not exist"):
+        build_dataset(DataConfig(source="shapez"), 32)
+
+
+def test_build_kinds_and_size_checks(image_folder):
+    assert isinstance(build_dataset(DataConfig(), 32), ShapesDataset)
+    assert isinstance(_build(image_folder(2)), FileDataset)
+    with pytest.raises(ValueError, match="lowres_resolution"):
+        build_dataset(DataConfig(), 32, lowres_resolution=32)
+    with pytest.raises(ValueError, match="crop_size"):
+        build_dataset(DataConfig(), 32, crop_size=40)
+    with pytest.raises(ValueError, match="multiple"):
+        build_dataset(DataConfig(), 64, crop_size=30, lowres_resolution=16)
+    with pytest.raises(ValueError, match="rank"):
+        build_dataset(DataConfig(), 32, rank=2, world_size=2)
+
+
+def test_folder_items(image_folder):
+    root = image_folder(8)
+    dataset = _build(root, 32)
+    assert len(dataset) == 8
+    keys = [e.key for e in dataset.entries]
+    assert keys == sorted(keys) and "sub/img000.png" in keys and "img007.PNG" in keys
+    for i in range(8):
+        item = dataset[i]
+        assert item["image"].shape == (3, 32, 32) and item["image"].dtype == torch.float32
+        assert item["image"].min() >= -1 and item["image"].max() <= 1 and item["image"].std() > 0.1
+        number = int(item["key"].split("img")[1][:3])
+        assert item["caption"] == f"caption number {number}"
+        assert item["skipped"] == []
+
+
+def test_manifests(tmp_path, image_folder, files):
+    root = image_folder(4)
+    images = sorted(p.relative_to(tmp_path).as_posix() for p in root.rglob("img*") if p.suffix != ".txt")
+    rows = [{"image": images[0], "caption": "first"}, {"image": str(tmp_path / images[1]), "caption": "second"},
+            {"image": images[2]}, {"image": images[3], "caption": "   "}]
+    lines = [json.dumps(r) for r in rows] + ["not json", "", json.dumps({"image": images[3], "caption": "fourth"})]
+    files.write(tmp_path / "train.jsonl", "\n".join(lines) + "\n")
+    jsonl = _build(tmp_path / "train.jsonl")
+    assert [jsonl[i]["caption"] for i in range(len(jsonl))] == ["first", "second", "fourth"]
+    assert dict(jsonl.report.skipped) == {"missing caption": 1, "empty caption": 1, "bad manifest row": 1}
+
+    csv_text = "image,caption\n" + "".join(f'{p},"caption, {i}"\n' for i, p in enumerate(images))
+    files.write(tmp_path / "train.csv", csv_text)
+    table = _build(tmp_path / "train.csv")
+    assert [table[i]["caption"] for i in range(4)] == [f"caption, {i}" for i in range(4)]
+    assert table[0]["image"].shape == (3, 32, 32)
+    files.write(tmp_path / "wrong.csv", "path,text\na.png,x\n")
+    with pytest.raises(ValueError, match="columns 'image' and 'caption'"):
+        _build(tmp_path / "wrong.csv")
+
+
+def test_non_utf8_manifest_rows_are_skipped(tmp_path, image_folder, files):
+    root = image_folder(3)
+    images = sorted(p.relative_to(tmp_path).as_posix() for p in root.rglob("img*") if p.suffix != ".txt")
+    data = b"".join(json.dumps({"image": p, "caption": f"c{i}"}).encode() + b"\n" for i, p in enumerate(images))
+    data += b'{"image": "x.png", "caption": "caf\xe9"}\n'
+    files.write(tmp_path / "m.jsonl", data)
+    dataset = _build(tmp_path / "m.jsonl")
+    assert len(dataset) == 3 and dict(dataset.report.skipped) == {"non-UTF-8 caption": 1}
+
+
+def test_caption_problems_are_skipped_counted_and_warned(image_folder, files, caplog):
+    root = image_folder(8)
+    (root / "img001.txt").unlink()
+    files.write(root / "img002.txt", " \n ")
+    files.write(root / "img004.txt", b"caf\xe9 au lait")
+    with caplog.at_level(logging.WARNING, logger="trainers.data"):
+        dataset = _build(root)
+    assert len(dataset) == 5
+    assert dict(dataset.report.skipped) == {"missing caption": 1, "empty caption": 1, "non-UTF-8 caption": 1}
+    lines = [r.getMessage() for r in caplog.records]
+    assert sum("skipping" in line for line in lines) == 3
+    assert any("5 usable, 3 skipped" in line for line in lines)
+
+
+def test_mostly_bad_captions_stop_the_build(image_folder):
+    root = image_folder(6)
+    for txt in list(root.rglob("*.txt"))[:4]:
+        txt.unlink()
+    with pytest.raises(ValueError, match=f"{root}.* mostly bad .*4 of 6.*missing caption"):
+        _build(root)
+    for txt in root.rglob("*.txt"):
+        txt.unlink()
+    with pytest.raises(ValueError, match=f"no usable training examples in {root}"):
+        _build(root)
+
+
+def test_webdataset_build_returns_a_stream(tmp_path, files):
+    files.write(tmp_path / "one.tar", b"")
+    stream = build_dataset(DataConfig(source=str(tmp_path / "one.tar")), 32, rank=1, world_size=2)
+    assert isinstance(stream, WebDatasetStream) and (stream.rank, stream.world_size) == (1, 2)
