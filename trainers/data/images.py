@@ -34,7 +34,8 @@ MIN_SIDE_FRACTION = 1 / 4
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 
 REASONS = ("missing image", "unreadable image", "truncated image", "decompression bomb", "image too small",
-           "unsupported image mode", "missing caption", "empty caption", "non-UTF-8 caption", "bad manifest row")
+           "unsupported image mode", "missing caption", "empty caption", "non-UTF-8 caption", "bad manifest row",
+           "unreadable shard")
 
 
 class BadSample(Exception):

@@ -137,7 +137,7 @@ class ResumableLoader:
 
     def __init__(self, dataset: MapDataset | WebDatasetStream, batch_size: int, *, seed: int = 0,
                  rank: int | None = None, world_size: int | None = None, num_workers: int = 0,
-                 start_state: dict | None = None):
+                 start_state: dict | None = None, pin_memory: bool = False):
         if batch_size < 1 or num_workers < 0:
             raise ValueError(f"batch_size must be >= 1 and num_workers >= 0, got {batch_size}, {num_workers}")
         self.dataset = dataset
@@ -148,6 +148,7 @@ class ResumableLoader:
         if not 0 <= self.rank < self.world_size:
             raise ValueError(f"rank must be in [0, world_size={self.world_size}), got {self.rank}")
         self.num_workers = num_workers
+        self.pin_memory = pin_memory
         self.streaming = isinstance(dataset, WebDatasetStream)
         if self.streaming and (self.rank, self.world_size) != (dataset.rank, dataset.world_size):
             raise ValueError(f"this stream was built for rank {dataset.rank} of {dataset.world_size}, not "
@@ -192,7 +193,10 @@ class ResumableLoader:
         self._batches = int(state["batches"])
 
     def _dataloader(self) -> DataLoader:
-        common = {"num_workers": self.num_workers, "collate_fn": collate}
+        # a private generator: otherwise DataLoader draws its base seed from the global torch RNG on every
+        # iter(), which would shift the trainer's random stream (and break bit-exact resume)
+        common = {"num_workers": self.num_workers, "collate_fn": collate, "pin_memory": self.pin_memory,
+                  "generator": torch.Generator().manual_seed(self.seed)}
         if self.streaming:
             stream = _copy_stream(self.dataset)
             stream.seed, stream.num_workers = self.seed, max(1, self.num_workers)
@@ -222,8 +226,9 @@ def _copy_stream(stream: WebDatasetStream) -> WebDatasetStream:
 
 def make_loader(dataset: MapDataset | WebDatasetStream, batch_size: int, *, seed: int = 0,
                 rank: int | None = None, world_size: int | None = None, num_workers: int = 0,
-                start_state: dict | None = None) -> ResumableLoader:
+                start_state: dict | None = None, pin_memory: bool = False) -> ResumableLoader:
     """A `ResumableLoader` over `dataset` (from `build_dataset`): per-rank batches of `batch_size`;
-    rank and world_size default to those given to build_dataset."""
+    rank and world_size default to those given to build_dataset. It does its own rank sharding: do not
+    pass it through `accelerator.prepare` (that would shard again)."""
     return ResumableLoader(dataset, batch_size, seed=seed, rank=rank, world_size=world_size,
-                           num_workers=num_workers, start_state=start_state)
+                           num_workers=num_workers, start_state=start_state, pin_memory=pin_memory)

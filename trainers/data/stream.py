@@ -2,7 +2,9 @@
 
 A sample is the files of a tar sharing a key: the image (`jpg`, `jpeg`, `png` or `webp`) and the caption
 (`txt`, or `caption`, or `json` with a "caption" field). Decoding and checks are the same as for files
-(`images.py`); bad samples are skipped and reported with the next good one.
+(`images.py`); bad samples are skipped and reported with the next good one. A shard that is not a
+readable tar is reported as "unreadable shard"; a truncated one just ends early (a tar stream cannot tell
+that members are missing).
 
 Order and splitting. The stream is endless: epoch after epoch. In epoch e every worker shuffles the same
 shard list with a seed derived from (seed, e) (so `shardshuffle=False` is passed to webdataset: the
@@ -110,8 +112,10 @@ class WebDatasetStream(IterableDataset):
 
         shards, stride, offset = self._split(epoch, worker)
 
-        def handler(error: Exception) -> bool:
-            errors.append((self.location, "unreadable image", f"shard error {type(error).__name__}: {error}"))
+        def handler(error: Exception) -> bool:  # a tar that cannot be read: report it, go on with the next
+            args = [a for a in getattr(error, "args", ()) if isinstance(a, str)]
+            shard = next((a for a in args if a in shards), self.location)
+            errors.append((shard, "unreadable shard", f"{type(error).__name__}: {error}"))
             return True
 
         pipeline = wds.WebDataset(shards, shardshuffle=False, nodesplitter=None, workersplitter=None,

@@ -194,3 +194,12 @@ def test_state_of_another_kind_is_refused(image_folder):
         loader.load_state_dict({"kind": "stream", "seed": 0})
     with pytest.raises(ValueError, match="rank"):
         make_loader(build_dataset(DataConfig(), 32), 2, rank=3, world_size=2)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_loader_leaves_the_global_rng_alone(workers):
+    torch.manual_seed(123)
+    _take(_loader("shapes", workers), 2)
+    after = torch.rand(3)
+    torch.manual_seed(123)
+    assert torch.equal(after, torch.rand(3))

@@ -128,3 +128,15 @@ def test_all_bad_shards_stop_with_a_clear_error(tmp_path, files):
     spec = _write_shards(tmp_path / "wds", files, shards=1, per_shard=3, bad=bad).replace("{000..000}", "000")
     with pytest.raises(ValueError, match="no usable samples in webdataset .*shard-000.tar.*all 3 samples were bad"):
         _take(make_loader(_stream(spec), 2), 1)
+
+
+def test_unreadable_shard_is_reported_and_skipped(tmp_path, files, caplog):
+    spec = _write_shards(tmp_path / "wds", files, shards=2, per_shard=3)
+    files.write(tmp_path / "wds" / "shard-002.tar", b"not a tar file" * 100)
+    loader = make_loader(_stream(spec.replace("..001", "..002")), 3)
+    with caplog.at_level(logging.WARNING, logger="trainers.data"):
+        keys = [k.rsplit(":", 1)[1] for b in _take(loader, 4) for k in b["key"]]
+    assert set(keys) == {f"s{s}_{i}" for s in range(2) for i in range(3)}
+    assert dict(loader.bad_data.reasons) == {"unreadable shard": 1}
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "shard-002.tar: unreadable shard" in lines[0]
