@@ -14,8 +14,10 @@ State (`state_dict()`, a small JSON-able dict), counted in consumed batches, not
 - map-style: `{"kind": "map", "seed", "epoch", "position", "size"}`, position = items of `epoch` consumed
   by all ranks together. Loading it gives exactly the batches an uninterrupted run would have produced
   next, with any number of workers; a changed world size continues from the same global position.
-- streams: `{"kind": "stream", "seed", "batches", "world_size", "workers": [[epoch, raw], ...]}`; exact
-  under the conditions given in `stream.py`, otherwise restarts the earliest epoch (with a warning).
+- streams: `{"kind": "stream", "seed", "batches", "rank", "world_size", "batch_size",
+  "workers": [[epoch, raw], ...]}`, per rank (save every rank's); exact under the conditions given in
+  `stream.py`, otherwise restarts the earliest epoch (with a warning).
+The map-style state is the same on every rank (save it once).
 
 Bad data: items report the bad items skipped to produce them; the loader (in the main process) logs one
 warning line per distinct bad item (the first `WARN_LINES`, then one line at each power of ten) and keeps
@@ -25,6 +27,7 @@ counts (`bad_data.summary()`). If more than half of the first `CHECK_WINDOW` dis
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 from collections import Counter
@@ -133,7 +136,8 @@ def collate(items: list[dict]) -> dict:
 
 class ResumableLoader:
     """Iterable of batches with a resumable position; see the module doc for formats and semantics.
-    Each `iter()` starts from the current state (and starts fresh DataLoader workers)."""
+    Each `iter()` starts from the current state (and starts fresh DataLoader workers); use one iterator
+    at a time."""
 
     def __init__(self, dataset: MapDataset | WebDatasetStream, batch_size: int, *, seed: int = 0,
                  rank: int | None = None, world_size: int | None = None, num_workers: int = 0,
@@ -162,7 +166,7 @@ class ResumableLoader:
 
     def state_dict(self) -> dict:
         if self.streaming:
-            return {"kind": "stream", "seed": self.seed, "batches": self._batches,
+            return {"kind": "stream", "seed": self.seed, "batches": self._batches, "rank": self.rank,
                     "world_size": self.world_size, "batch_size": self.batch_size,
                     "workers": [list(w) for w in self._workers]}
         size = len(self.dataset)
@@ -181,13 +185,12 @@ class ResumableLoader:
             self._position = int(state["epoch"]) * len(self.dataset) + int(state["position"])
             return
         workers = [tuple(w) for w in state["workers"]]
-        same = (len(workers) == max(1, self.num_workers) and state["world_size"] == self.world_size
-                and state["batch_size"] == self.batch_size)
-        if not same:
+        saved = (len(workers), state["rank"], state["world_size"], state["batch_size"])
+        now = (max(1, self.num_workers), self.rank, self.world_size, self.batch_size)
+        if saved != now:
             epoch = min(w[0] for w in workers)
-            logger.warning("data: stream state was saved with %d workers, world size %d, batch %d; now %d, %d, "
-                           "%d: restarting epoch %d", len(workers), state["world_size"], state["batch_size"],
-                           max(1, self.num_workers), self.world_size, self.batch_size, epoch)
+            logger.warning("data: stream state was saved with (workers, rank, world size, batch) = %s, now %s: "
+                           "restarting epoch %d", saved, now, epoch)
             workers, state = [(epoch, 0)] * max(1, self.num_workers), {**state, "batches": 0}
         self._workers = workers
         self._batches = int(state["batches"])
@@ -198,7 +201,7 @@ class ResumableLoader:
         common = {"num_workers": self.num_workers, "collate_fn": collate, "pin_memory": self.pin_memory,
                   "generator": torch.Generator().manual_seed(self.seed)}
         if self.streaming:
-            stream = _copy_stream(self.dataset)
+            stream = copy.copy(self.dataset)
             stream.seed, stream.num_workers = self.seed, max(1, self.num_workers)
             stream.rotation, stream.start = self._batches % stream.num_workers, list(self._workers)
             return DataLoader(stream, batch_size=self.batch_size, **common)
@@ -216,12 +219,6 @@ class ResumableLoader:
             else:
                 self._position += self.batch_size * self.world_size
             yield batch
-
-
-def _copy_stream(stream: WebDatasetStream) -> WebDatasetStream:
-    import copy
-
-    return copy.copy(stream)
 
 
 def make_loader(dataset: MapDataset | WebDatasetStream, batch_size: int, *, seed: int = 0,
