@@ -72,6 +72,7 @@ class UNetConfig:
     dropout: float = 0.0
     scale_skip: bool = True  # skip connections scaled by 1/sqrt(2)
     efficient_order: bool = True  # downsample before the down-block convs, upsample after the up-block convs
+    # (so level i runs at resolution / 2 ** (i + 1)); False: the classic U-Net order, level i at resolution / 2 ** i
     scale_shift: bool = True  # FiLM conditioning (scale and shift) instead of an added bias
     pooled_text: bool = True  # attention-pooled text vector added to the time embedding
     text_layernorm: bool = True
@@ -183,9 +184,12 @@ class StageConfig:
         return self.lowres_resolution > 0
 
     def __post_init__(self):
-        factor = 2 ** (len(self.unet.channel_mults) - 1)
+        # the U-Net halves the resolution once per level, or once fewer in the classic (non-efficient) order
+        levels = len(self.unet.channel_mults)
+        factor = 2 ** (levels if self.unet.efficient_order else levels - 1)
         _check(self.resolution % factor == 0,
-               f"resolution {self.resolution} must be divisible by {factor} (2 ** (levels - 1))")
+               f"resolution {self.resolution} must be divisible by {factor} (the U-Net downsamples {levels} levels"
+               f"{'' if self.unet.efficient_order else ' in the classic order'})")
         _check(0 <= self.lowres_resolution < self.resolution,
                f"lowres_resolution ({self.lowres_resolution}) must be below resolution ({self.resolution})")
         crop = self.train.crop_size
