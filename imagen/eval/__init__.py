@@ -1,0 +1,1 @@
+"""Caption-compliance evaluation of shapes images and sharpness of super-resolution outputs."""
