@@ -20,6 +20,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from configs.schema import TextEncoderConfig
+
 EMBEDDED = "embedded"
 EMBEDDED_DIR = Path(__file__).parent / "assets" / "t5-embedded"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -133,8 +135,8 @@ class T5TextEncoder:
                 f"max_length={self.max_length}, dtype={self.dtype}, device={self.device})")
 
 
-def load_text_encoder(config: Any, device: str | torch.device | None = None) -> T5TextEncoder:
-    """The encoder a `configs.schema.TextEncoderConfig` names (`embedded`, a hub name or a local path)."""
+def load_text_encoder(config: TextEncoderConfig, device: str | torch.device | None = None) -> T5TextEncoder:
+    """The encoder a `TextEncoderConfig` names (`embedded`, a hub name or a local path), frozen."""
     return T5TextEncoder.from_pretrained(config.name, max_length=config.max_length, dtype=config.dtype,
                                          device=device)
 

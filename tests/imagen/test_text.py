@@ -207,6 +207,24 @@ def test_hub_name_loads_from_the_hf_cache_offline(tiny_t5_dir, tmp_path, monkeyp
     assert encoder.identity["name"] == "someone/tiny-t5" and encoder.identity["sha256"] == fingerprint(tiny_t5_dir)
 
 
+def test_sentencepiece_only_directory_like_t5_v1_1_xxl(tmp_path):
+    """google/t5-v1_1-xxl ships spiece.model and a T5Tokenizer config, no tokenizer.json: that loads too."""
+    import sentencepiece as spm
+
+    for name in ("config.json", "model.safetensors", "spiece.model"):
+        shutil.copy(EMBEDDED_DIR / name, tmp_path / name)
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "T5Tokenizer", "extra_ids": 100, "eos_token": "</s>", "pad_token": "<pad>",
+         "unk_token": "<unk>", "model_max_length": 512}))
+    encoder = T5TextEncoder.from_pretrained(str(tmp_path))
+    processor = spm.SentencePieceProcessor(model_file=str(tmp_path / "spiece.model"))
+    ids, mask = encoder.tokenize(CAPTIONS[:2])
+    for row, m, caption in zip(ids, mask, CAPTIONS[:2], strict=True):
+        assert row[m].tolist() == [*processor.encode(caption), 1]
+    embeds, _ = encoder.encode(CAPTIONS[:2])
+    torch.testing.assert_close(embeds, T5TextEncoder.from_pretrained("embedded").encode(CAPTIONS[:2])[0])
+
+
 def test_load_text_encoder_follows_the_config():
     encoder = load_text_encoder(TextEncoderConfig(max_length=8, dtype="bfloat16"))
     assert encoder.max_length == 8 and encoder.dtype == torch.bfloat16 and encoder.embed_dim == 256
