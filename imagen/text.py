@@ -74,9 +74,13 @@ class T5TextEncoder:
         fix when the name cannot be loaded."""
         from transformers import AutoTokenizer, T5EncoderModel  # heavy: only when a model is wanted
 
-        torch_dtype = _torch_dtype(dtype)
+        torch_dtype = parse_dtype(dtype)
         directory = resolve_text_encoder(name)
-        config = json.loads((directory / "config.json").read_text())
+        try:
+            config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+        except ValueError as error:
+            raise ValueError(f"text encoder {name!r}: {directory / 'config.json'} is not valid JSON "
+                             f"({error})") from None
         if config.get("model_type") not in ("t5", None):
             raise ValueError(f"text encoder {name!r} is a {config.get('model_type')!r} model, not a T5 "
                              "(model_type 't5' in config.json)")
@@ -121,8 +125,8 @@ class T5TextEncoder:
 
     @torch.no_grad()  # not inference_mode: the outputs feed U-Nets that are trained
     def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """`(embeds (B, L, D) in the model dtype, mask (B, L) bool)`: T5's last hidden state (after its final
-        RMS layer norm, so each real token has root-mean-square about 1); padded positions are exactly 0."""
+        """`(embeds (B, L, D) in the model dtype, mask (B, L) bool)`: T5's last hidden state, after its final
+        RMS layer norm (the embedded T5's tokens have root-mean-square 1); padded positions are exactly 0."""
         if not _check_texts(texts):
             return (torch.zeros(0, 0, self.embed_dim, dtype=self.dtype, device=self.device),
                     torch.zeros(0, 0, dtype=torch.bool, device=self.device))
@@ -206,7 +210,8 @@ def _quiet_loading(quiet: bool):
             hf_logging.enable_progress_bar()
 
 
-def _torch_dtype(dtype: str | torch.dtype) -> torch.dtype:
+def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """"float32" | "bfloat16" | "float16" (or a torch.dtype) -> torch.dtype; ValueError otherwise."""
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype not in DTYPES:

@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from .text import TextEncoder, _torch_dtype
+from .text import TextEncoder, parse_dtype
 
 FORMAT = 1
 INDEX = "index.json"
@@ -48,8 +48,8 @@ class TextEmbeddingCache:
             raise ValueError(f"shard_size must be >= 1, got {shard_size}")
         self.encoder = encoder
         identity = dict(encoder.identity)
-        self.dtype = _torch_dtype(identity.get("dtype", "float32"))
-        self.storage_dtype = self.dtype if storage_dtype is None else _torch_dtype(storage_dtype)
+        self.dtype = parse_dtype(identity.get("dtype", "float32"))
+        self.storage_dtype = self.dtype if storage_dtype is None else parse_dtype(storage_dtype)
         self.shard_size = shard_size
         self.key = cache_key(identity, self.storage_dtype)
         self.path = Path(directory) / self.key
@@ -104,6 +104,7 @@ class TextEmbeddingCache:
 
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        captions = list(captions)
         if not self.missing(captions):
             return 0
         with self._lock():

@@ -86,7 +86,7 @@ def test_rebuild_is_a_hit_and_persists(encoder, tmp_path):
     cache = TextEmbeddingCache(tmp_path, spy)  # a new process, same directory
     assert len(cache) == 6 and cache.contains(CAPTIONS[0]) and CAPTIONS[7] not in cache
     assert cache.build(CAPTIONS[:6]) == 0 and spy.calls == []
-    assert cache.build(CAPTIONS) == 4 and sorted(spy.encoded) == sorted(CAPTIONS[6:])  # only the misses
+    assert cache.build(c for c in CAPTIONS) == 4 and sorted(spy.encoded) == sorted(CAPTIONS[6:])  # misses only
     cache.get(CAPTIONS)
     assert len(spy.calls) == 1
 
