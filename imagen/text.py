@@ -72,10 +72,8 @@ class T5TextEncoder:
         hub name already in the Hugging Face cache (nothing is downloaded: fetch it once with `hf download`).
         `dtype` is the compute and output dtype; `device` defaults to the CPU. Raises ValueError with the
         fix when the name cannot be loaded."""
-        from transformers import AutoTokenizer, T5EncoderModel  # heavy: only when a model is wanted
-
         torch_dtype = parse_dtype(dtype)
-        directory = resolve_text_encoder(name)
+        directory = resolve_text_encoder(name)  # fails before the slow transformers import
         try:
             config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
         except ValueError as error:
@@ -84,6 +82,8 @@ class T5TextEncoder:
         if config.get("model_type") not in ("t5", None):
             raise ValueError(f"text encoder {name!r} is a {config.get('model_type')!r} model, not a T5 "
                              "(model_type 't5' in config.json)")
+        from transformers import AutoTokenizer, T5EncoderModel  # heavy: only when a model is wanted
+
         try:
             with _quiet_loading(name == EMBEDDED):
                 model = T5EncoderModel.from_pretrained(directory, dtype=torch_dtype, local_files_only=True)
