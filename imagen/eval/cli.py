@@ -51,17 +51,18 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also write all results (summaries, per-resolution tables, sharpness, every "
                              "image's judgement) to FILE as JSON")
     parser.add_argument("--low-res", metavar="DIR", type=Path,
-                        help="directory holding the low-res input of each image under the same relative name: "
-                             "also compare each image's sharpness with bicubic upsampling of its input")
+                        help="directory holding the low-res input of each image under the same relative name "
+                             "(else the same file name): also compare each image's sharpness with bicubic "
+                             "upsampling of its input")
     parser.add_argument("--recursive", action="store_true", help="also look for images in subdirectories")
     parser.add_argument("--per-image", action="store_true",
                         help="print one line per judged image: which attributes it gets right")
     return parser
 
 
-def _load(item: Item) -> Image.Image | None:
+def _load_path(path: Path) -> Image.Image | None:
     try:
-        with Image.open(item.path) as image:
+        with Image.open(path) as image:
             return image.convert("RGB")
     except (OSError, ValueError):
         return None
@@ -75,7 +76,7 @@ def _judge_items(items: list[Item], low_res: Path | None) -> tuple[list[dict], l
         if item.caption is None or scene is None:
             skipped["no_caption" if item.caption is None else "not_shapes_caption"] += 1
             continue
-        image = _load(item)
+        image = _load_path(item.path)
         if image is None:
             skipped["unreadable"] += 1
             continue
@@ -84,7 +85,8 @@ def _judge_items(items: list[Item], low_res: Path | None) -> tuple[list[dict], l
                   "judgement": judgement.as_dict(), "found": [v.predicted for v in judgement.objects],
                   "sharpness": sharpness(image)}
         if low_res is not None:
-            low = _load(Item(low_res / item.name, None, item.name))
+            candidates = (low_res / item.name, low_res / Path(item.name).name)
+            low = next((image for image in map(_load_path, candidates) if image is not None), None)
             if low is not None:
                 record["vs_bicubic"] = compare_to_bicubic(image, low)
         records.append(record)

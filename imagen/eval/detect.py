@@ -1,17 +1,19 @@
 """Finding the background and the objects of a shapes image, and measuring each object.
 
-The image is first brought to a fixed working size (`WORK_SIDE` pixels, area-averaged) and median-filtered,
-so images from 64 to 1024 px are judged alike and speckle noise is gone. Then:
+The image is first brought to a fixed working size (`WORK_SIDE` pixels, area-averaged), and median-filtered
+when it is noisy, so images from 64 to 1024 px are judged alike and speckle noise is gone. Then:
 
 1. Background: the median colour of the image (the background covers at least 7/9 of a shapes image),
    refined as the median of the pixels near it; named by the nearest palette colour.
 2. Foreground: pixels farther than `FOREGROUND_DELTA_E` (CIELAB) from the background; 8-connected
    components of it, dropping specks smaller than `MIN_AREA_FRACTION` of the image.
-3. A component holding two colours (two objects that touch) is split by colour; for two-object prompts, a
-   component far larger than any object (two touching objects of one colour) is split along the 3x3 grid.
-4. Each object is measured with a soft mask alpha in [0, 1] (the pixel's share of object colour versus
-   background, exact for antialiased edges): area, extents (sum of the column and row maxima of alpha),
-   centre, fill ratio area / (width * height) and top/bottom, left/right area asymmetry.
+3. A component holding two distinct colours (two objects that touch; blends of the background and an
+   object, as blur leaves, do not count) is split by colour; for two-object prompts, a component wider than
+   any object can be (two touching objects of one colour) is cut along the 3x3 grid.
+4. Each object is measured with a soft mask alpha in [0, 1] (the pixel's share of object colour against
+   background, exact for antialiased edges): its colour is the palette name of its purest pixels (a shade
+   of the background is no object), its shape, centre and diameter come from the best-fitting circle,
+   square or triangle (`imagen.eval.shapefit`).
 """
 
 from __future__ import annotations
@@ -189,15 +191,17 @@ def _grow(mask: np.ndarray, pixels: int) -> np.ndarray:
 def measure(region: np.ndarray, others: np.ndarray, rgb: np.ndarray, lab: np.ndarray,
             background: Background) -> DetectedObject | None:
     """Measure the object whose pixels are `region` (boolean `(S, S)`) in the working image `rgb`/`lab`;
-    `others` marks every object's pixels (so a neighbour's pixels never count as this object's)."""
+    `others` marks every object's pixels (so a neighbour's pixels never count as this object's). None when
+    the region is only a shade of the background colour (objects never share the background's colour)."""
     side = region.shape[0]
     strength = delta_e(lab[region], background.lab)
     core = strength >= np.percentile(strength, 80)  # the purest pixels: blur and edges mix in background
     obj_rgb = np.median(rgb[region][core], axis=0)
     obj_lab = np.median(lab[region][core], axis=0)
+    color = nearest_color(obj_lab)
     contrast = obj_rgb - background.rgb
     norm2 = float((contrast**2).sum())
-    if norm2 < 1e-6:
+    if color == background.color or norm2 < 1e-6:  # a shade of the background (vignette, gradient), no object
         return None
     # Soft mask: each pixel's share of object colour against background (exact for antialiased edges), over
     # the region grown by GROW_PIXELS (faint edges), other objects' pixels excluded.
@@ -212,7 +216,7 @@ def measure(region: np.ndarray, others: np.ndarray, rgb: np.ndarray, lab: np.nda
     window = alpha[top:ys.max() + margin + 1, left:xs.max() + margin + 1]
     fit, errors = best_shape(window)
     return DetectedObject(
-        color=nearest_color(obj_lab), area=area / side**2, shape=fit.shape if fit.error <= SHAPE_MAX_ERROR else "blob",
+        color=color, area=area / side**2, shape=fit.shape if fit.error <= SHAPE_MAX_ERROR else "blob",
         center=((fit.center[0] + left) / side, (fit.center[1] + top) / side), diameter=fit.diameter / side,
         shape_errors=errors)
 
@@ -245,6 +249,11 @@ def detect(rgb: np.ndarray, expected_objects: int = 1,
     for region in regions:
         occupied |= region
     regions.sort(key=lambda r: -int(r.sum()))
-    objects = [measure(region, occupied, work, lab, background) for region in regions[:max_objects]]
-    found = [o for o in objects if o is not None]
+    found: list[DetectedObject] = []
+    for region in regions:
+        if max_objects is not None and len(found) >= max_objects:
+            break
+        obj = measure(region, occupied, work, lab, background)
+        if obj is not None:
+            found.append(obj)
     return background, sorted(found, key=lambda o: -o.area)
