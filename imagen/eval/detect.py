@@ -30,6 +30,7 @@ FOREGROUND_DELTA_E = 12.0  # the closest palette pair (blue, purple) is 30 apart
 INTERIOR_DELTA_E = 10.0  # a pixel is interior when all its 4-neighbours are within this of it
 MIN_AREA_FRACTION = 0.004  # specks below 0.4% of the image are noise (a small triangle is ~1.4%)
 NOISE_FILTER_LEVEL = 2.0  # median-filter the working image above this noise std (0-255 units)
+CORE_STRENGTH = 0.5  # strong pixels: at least this fraction of the region's top contrast
 GROW_PIXELS = 1  # soft-mask margin around a segmented object
 SHAPE_MAX_ERROR = 0.18  # relative squared error of the best fit above which there is no clear shape (blob)
 BLEND_TOLERANCE = 0.12  # a colour this close (relative) to the line between two others is their blend
@@ -195,7 +196,13 @@ def measure(region: np.ndarray, others: np.ndarray, rgb: np.ndarray, lab: np.nda
     the region is only a shade of the background colour (objects never share the background's colour)."""
     side = region.shape[0]
     strength = delta_e(lab[region], background.lab)
-    core = strength >= np.percentile(strength, 80)  # the purest pixels: blur and edges mix in background
+    # The object's colour: among its strong pixels (edges, blur and background blotches are weaker), the
+    # palette colour most of them are nearest to, votes weighted by contrast squared (a speck of another colour
+    # is outvoted, and so are the weaker blends that blur leaves), then the median of that colour's pixels.
+    strong = strength >= CORE_STRENGTH * np.percentile(strength, 98)
+    names = np.argmin(palette_distances(lab[region][strong]), axis=-1)
+    core = np.zeros_like(strong)
+    core[strong] = names == np.argmax(np.bincount(names, weights=strength[strong] ** 2))
     obj_rgb = np.median(rgb[region][core], axis=0)
     obj_lab = np.median(lab[region][core], axis=0)
     color = nearest_color(obj_lab)
@@ -204,9 +211,16 @@ def measure(region: np.ndarray, others: np.ndarray, rgb: np.ndarray, lab: np.nda
     if color == background.color or norm2 < 1e-6:  # a shade of the background (vignette, gradient), no object
         return None
     # Soft mask: each pixel's share of object colour against background (exact for antialiased edges), over
-    # the region grown by GROW_PIXELS (faint edges), other objects' pixels excluded.
-    grown = _grow(region, GROW_PIXELS) & ~(others & ~region)
-    alpha = np.clip(((rgb - background.rgb) @ contrast) / norm2, 0.0, 1.0) * grown
+    # the region grown by GROW_PIXELS (faint edges), other objects' pixels excluded. The region is first cut
+    # to its pixels at least half object colour, so a blotch of off-background colour it touches drops out.
+    allowed = ~(others & ~region)
+    alpha = np.clip(((rgb - background.rgb) @ contrast) / norm2, 0.0, 1.0)
+    labels, count = label_components(region & (alpha >= 0.5))
+    if count == 0:
+        return None
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+    grown = _grow(labels == 1 + int(np.argmax(sizes)), GROW_PIXELS) & allowed
+    alpha = alpha * grown
     area = float(alpha.sum())
     if area <= 0:
         return None
