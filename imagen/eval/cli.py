@@ -28,7 +28,7 @@ from imagen.eval.sources import Item, SourceError, collect
 from imagen.shapes import parse_caption
 
 PROG = "imagen-eval"
-COLUMNS = (*ATTRIBUTES, "overall")
+COLUMNS = (*ATTRIBUTES, "overall", "object_found")
 
 
 class _Parser(argparse.ArgumentParser):

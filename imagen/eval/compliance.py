@@ -5,7 +5,12 @@ Objects found in the image (see `imagen.eval.detect`) are matched to the caption
 then position, shape and size (the best one-to-one assignment), and each caption object is judged on its
 match; a caption object left without a match (missing object) is wrong on every object attribute. For a
 two-object caption an attribute is right only if it is right for both objects; `overall` means every
-attribute is right.
+attribute is right; `object_found` (not an attribute) that every caption object has a distinct object to go by.
+
+Shape is the best-fitting circle, square or triangle, or "blob" when none fits (a fuzzy smear is no shape);
+size is "small" or "large" by diameter, or "tiny" (< 1/9 of the side) or "huge" (> 1/2), which no caption
+asks for; position is the grid cell of the fitted shape's box centre; colours are nearest palette colours in
+CIELAB with lightness down-weighted.
 """
 
 from __future__ import annotations
@@ -72,15 +77,16 @@ class Judgement:
     scene: Scene
     background: Background
     objects: tuple[ObjectVerdict, ...]
-    found: tuple[DetectedObject, ...]  # every object found, largest first
+    found: tuple[DetectedObject, ...]  # the largest objects found (caption objects + EXTRA_CANDIDATES at most)
 
     def as_dict(self) -> dict[str, bool]:
-        """{background, object_color, position, shape, size, overall} -> right or wrong; an object attribute
-        is right when it is right for every caption object."""
+        """{background, object_color, position, shape, size, overall, object_found} -> right or wrong; an
+        object attribute is right when it is right for every caption object."""
         result = {"background": self.background.color == self.scene.background}
         for name in OBJECT_ATTRIBUTES:
             result[name] = all(v.correct[name] for v in self.objects)
         result["overall"] = all(result[name] for name in ATTRIBUTES)
+        result["object_found"] = all(v.found is not None for v in self.objects)
         return result
 
 
@@ -115,14 +121,15 @@ def analyze(image: ImageLike, caption: str | Scene) -> Judgement:
 
 def judge(image: ImageLike, caption: str | Scene) -> dict[str, bool]:
     """Per attribute, whether `image` shows what `caption` asks: keys background, object_color, position,
-    shape, size and overall (all of them). Raises ValueError for a caption that is not a shapes caption."""
+    shape, size, overall (all of them), and object_found (every caption object has an object in the image to
+    be judged on). Raises ValueError for a caption that is not a shapes caption."""
     return analyze(image, caption).as_dict()
 
 
 def _accuracies(judgements: Sequence[Judgement]) -> dict[str, float | int | None]:
     rows = [j.as_dict() for j in judgements]
     result: dict[str, float | int | None] = {"count": len(rows)}
-    for name in (*ATTRIBUTES, "overall"):
+    for name in (*ATTRIBUTES, "overall", "object_found"):
         result[name] = sum(r[name] for r in rows) / len(rows) if rows else None
     return result
 
@@ -130,8 +137,8 @@ def _accuracies(judgements: Sequence[Judgement]) -> dict[str, float | int | None
 def summarize(judgements: Iterable[Judgement], skipped: int = 0) -> dict:
     """Aggregate accuracies (fractions in [0, 1], None for an empty group) per attribute and overall:
     {"count", "skipped", "all": {...}, "one_object": {...}, "two_objects": {..., "per_object": {...}}};
-    each group holds "count" and one entry per attribute; "per_object" scores the two-object captions' objects
-    one by one."""
+    each group holds "count", one entry per attribute, "overall" and "object_found"; "per_object" scores the
+    two-object captions' objects one by one."""
     judgements = list(judgements)
     one = [j for j in judgements if len(j.scene.objects) == 1]
     two = [j for j in judgements if len(j.scene.objects) == 2]

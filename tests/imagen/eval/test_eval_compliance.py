@@ -49,7 +49,7 @@ def test_touching_objects_are_told_apart():
 def test_judge_keys_and_values():
     caption = "a small red circle at the top left on a blue background"
     result = judge(render(Scene((ShapeObject("small", "red", "circle", "top left"),), "blue"), 64), caption)
-    assert set(result) == {*ATTRIBUTES, "overall"}
+    assert set(result) == {*ATTRIBUTES, "overall", "object_found"}
     assert all(result.values())
 
 
@@ -105,4 +105,4 @@ def test_missing_object_is_wrong_on_every_object_attribute():
     judgement = analyze(render(Scene((), scene.background), 64), scene)
     assert judgement.objects[0].found is None
     assert judgement.as_dict() == {"background": True, "object_color": False, "position": False, "shape": False,
-                                   "size": False, "overall": False}
+                                   "size": False, "overall": False, "object_found": False}
