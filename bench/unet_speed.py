@@ -40,7 +40,7 @@ TEXT_DIM, TEXT_LEN, BATCH, FORWARD_BATCH = 768, 16, 4, 8
 # high-resolution levels and more at low resolution, where channels are cheap.
 OURS = {
     "base": {"resolution": 64, "lowres_cond": False, "unet": {
-        "channels": 64, "channel_mults": [1, 2, 3, 4], "num_res_blocks": [1, 2, 2, 3],
+        "channels": 64, "channel_mults": [1, 2, 3, 4], "num_res_blocks": [1, 2, 2, 2],
         "self_attn": [False, True, True, True], "cross_attn": [False, True, True, True],
         "head_dim": 64, "cond_dim": 256}},
     "sr256": {"resolution": 256, "lowres_cond": True, "unet": {
