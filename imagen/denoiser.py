@@ -34,7 +34,7 @@ class Condition:
 
     def cat(self, other: Condition) -> Condition:
         """Concatenate along the batch (both must carry the same fields); text is padded to one length."""
-        a, b = _pad_text(self, other)
+        a, b = _pad_text(self._explicit_drop(), other._explicit_drop())
         out = {}
         for f in fields(self):
             x, y = getattr(a, f.name), getattr(b, f.name)
@@ -42,6 +42,12 @@ class Condition:
                 raise ValueError(f"cannot batch conditions: {f.name} is set in one and not the other")
             out[f.name] = None if x is None else torch.cat([x, y])
         return Condition(**out)
+
+    def _explicit_drop(self) -> Condition:
+        if self.drop_text is not None or self.text_embeds is None:
+            return self
+        batch = self.text_embeds.shape[0]
+        return replace(self, drop_text=torch.zeros(batch, dtype=torch.bool, device=self.text_embeds.device))
 
     def unconditional(self) -> Condition:
         """The same condition with the text replaced by the learned null condition."""

@@ -42,6 +42,28 @@ def predict_x0(denoise: DenoiseFn, x: torch.Tensor, level: Level, x0_fn: X0Fn | 
     return x0_fn(x0) if x0_fn is not None else x0
 
 
+# update(i, x_t, x0, t, s) -> x_s: one step of a sampler from grid level t to the next level s
+Update = Callable[[int, torch.Tensor, torch.Tensor, Level, Level], torch.Tensor]
+
+
+def integrate(update: Update, denoise: DenoiseFn, x_T: torch.Tensor, timesteps: torch.Tensor,
+              schedule: Schedule, x0_fn: X0Fn | None, callback: Callback | None) -> torch.Tensor:
+    """The loop every sampler shares: one (thresholded) x0 prediction per step, then `update`.
+    A grid ending at t = 0 (the clean end) returns the last x0 prediction, the limit of any step onto
+    sigma = 0; a grid ending earlier returns x at its last level (the noise left there is sigma / alpha)."""
+    check_grid(timesteps)
+    grid = levels(timesteps, schedule)
+    x = x_T
+    for i, (t, s) in enumerate(zip(grid[:-1], grid[1:], strict=True)):
+        x0 = predict_x0(denoise, x, t, x0_fn)
+        if callback is not None:
+            callback(i, t.t, x, x0)
+        if s.t == 0.0:
+            return x0
+        x = update(i, x, x0, t, s)
+    return x
+
+
 def check_grid(timesteps: torch.Tensor) -> None:
     if timesteps.ndim != 1 or len(timesteps) < 2:
         raise ValueError("timesteps must be a 1-D tensor of at least 2 times, from t=1 down to t=0")

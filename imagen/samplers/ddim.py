@@ -8,17 +8,7 @@ import torch
 
 from ..noise import Generator, randn
 from ..schedules import Schedule
-from .common import (
-    Callback,
-    DenoiseFn,
-    Level,
-    X0Fn,
-    check_grid,
-    eps_from_x0,
-    levels,
-    posterior_fraction,
-    predict_x0,
-)
+from .common import Callback, DenoiseFn, Level, X0Fn, eps_from_x0, integrate, posterior_fraction
 
 
 def step(x: torch.Tensor, x0: torch.Tensor, t: Level, s: Level, eta: float = 0.0,
@@ -32,15 +22,8 @@ def step(x: torch.Tensor, x0: torch.Tensor, t: Level, s: Level, eta: float = 0.0
 def sample(denoise: DenoiseFn, x_T: torch.Tensor, timesteps: torch.Tensor, *, schedule: Schedule,
            x0_fn: X0Fn | None = None, generator: Generator = None, callback: Callback | None = None,
            eta: float = 0.0) -> torch.Tensor:
-    check_grid(timesteps)
-    grid = levels(timesteps, schedule)
-    x = x_T
-    for i, (t, s) in enumerate(zip(grid[:-1], grid[1:], strict=True)):
-        x0 = predict_x0(denoise, x, t, x0_fn)
-        if callback is not None:
-            callback(i, t.t, x, x0)
-        if i == len(grid) - 2:
-            return x0
+    def update(i, x, x0, t, s):
         noise = randn(x.shape, generator, device=x.device, dtype=x.dtype) if eta > 0 else None
-        x = step(x, x0, t, s, eta, noise)
-    raise AssertionError("unreachable")
+        return step(x, x0, t, s, eta, noise)
+
+    return integrate(update, denoise, x_T, timesteps, schedule, x0_fn, callback)

@@ -10,7 +10,7 @@ import torch
 
 from ..noise import Generator, randn
 from ..schedules import Schedule
-from .common import Callback, DenoiseFn, Level, X0Fn, check_grid, levels, posterior_fraction, predict_x0
+from .common import Callback, DenoiseFn, Level, X0Fn, integrate, posterior_fraction
 
 
 def step(x: torch.Tensor, x0: torch.Tensor, t: Level, s: Level, noise: torch.Tensor) -> torch.Tensor:
@@ -22,14 +22,7 @@ def step(x: torch.Tensor, x0: torch.Tensor, t: Level, s: Level, noise: torch.Ten
 def sample(denoise: DenoiseFn, x_T: torch.Tensor, timesteps: torch.Tensor, *, schedule: Schedule,
            x0_fn: X0Fn | None = None, generator: Generator = None, callback: Callback | None = None
            ) -> torch.Tensor:
-    check_grid(timesteps)
-    grid = levels(timesteps, schedule)
-    x = x_T
-    for i, (t, s) in enumerate(zip(grid[:-1], grid[1:], strict=True)):
-        x0 = predict_x0(denoise, x, t, x0_fn)
-        if callback is not None:
-            callback(i, t.t, x, x0)
-        if i == len(grid) - 2:
-            return x0
-        x = step(x, x0, t, s, randn(x.shape, generator, device=x.device, dtype=x.dtype))
-    raise AssertionError("unreachable")
+    def update(i, x, x0, t, s):
+        return step(x, x0, t, s, randn(x.shape, generator, device=x.device, dtype=x.dtype))
+
+    return integrate(update, denoise, x_T, timesteps, schedule, x0_fn, callback)

@@ -5,8 +5,8 @@ In lam = log(alpha / sigma), with h = lam_s - lam_t and the last x0 predictions 
   2nd order: + correction -0.5 alpha_s (e^{-h} - 1) D1, D1 = (m0 - m1) / r0, r0 = h_prev / h
   3rd order: the diffusers `multistep_dpm_solver_third_order_update` form.
 Thresholding applies to each x0 prediction before it enters the multistep history, so dynamic
-thresholding and guidance work together. The last step is first order and returns x0 (the
-lower-order-final rule: a high-order step onto the clean end extrapolates badly).
+thresholding and guidance work together. A grid ending at t = 0 returns the last x0 prediction (the
+first-order step onto sigma = 0; a high-order one would extrapolate wildly over the infinite final h).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 
 from ..noise import Generator
 from ..schedules import Schedule
-from .common import Callback, DenoiseFn, Level, X0Fn, check_grid, levels, predict_x0
+from .common import Callback, DenoiseFn, Level, X0Fn, integrate
 
 
 def step(x: torch.Tensor, history: list[torch.Tensor], lams: list[float], t: Level, s: Level) -> torch.Tensor:
@@ -48,15 +48,13 @@ def sample(denoise: DenoiseFn, x_T: torch.Tensor, timesteps: torch.Tensor, *, sc
     """Deterministic: `generator` is accepted for the shared signature and unused."""
     if order not in (1, 2, 3):
         raise ValueError(f"DPM-Solver++ order must be 1, 2 or 3, got {order}")
-    check_grid(timesteps)
-    grid = levels(timesteps, schedule)
-    x, history, lams = x_T, [], []
-    for i, (t, s) in enumerate(zip(grid[:-1], grid[1:], strict=True)):
-        x0 = predict_x0(denoise, x, t, x0_fn)
-        if callback is not None:
-            callback(i, t.t, x, x0)
-        if i == len(grid) - 2:
-            return x0
-        history, lams = [x0, *history][:order], [t.lam, *lams][:order]
-        x = step(x, history, lams, t, s)
-    raise AssertionError("unreachable")
+    history: list[torch.Tensor] = []
+    lams: list[float] = []
+
+    def update(i, x, x0, t, s):
+        history.insert(0, x0)
+        lams.insert(0, t.lam)
+        del history[order:], lams[order:]
+        return step(x, history, lams, t, s)
+
+    return integrate(update, denoise, x_T, timesteps, schedule, x0_fn, callback)

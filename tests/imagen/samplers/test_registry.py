@@ -1,0 +1,55 @@
+import inspect
+
+import pytest
+import torch
+
+from configs import SAMPLER_NAMES, SamplerConfig
+from imagen.samplers import SAMPLERS, get_sampler, sampler_from_config, time_grid
+from imagen.samplers.timesteps import LOGSNR_END, LOGSNR_START
+from imagen.schedules import Schedule
+
+
+def test_registry_matches_the_config_choices():
+    assert tuple(SAMPLERS) == SAMPLER_NAMES
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_every_sampler_has_the_shared_signature(name):
+    params = inspect.signature(SAMPLERS[name]).parameters
+    assert list(params)[:3] == ["denoise", "x_T", "timesteps"]
+    for keyword in ("schedule", "x0_fn", "generator", "callback"):
+        assert params[keyword].kind is inspect.Parameter.KEYWORD_ONLY
+
+
+def test_unknown_sampler_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown sampler 'euler'; valid: ddpm, ddim, dpm\\+\\+"):
+        get_sampler("euler")
+
+
+def test_sampler_from_config_binds_options():
+    assert sampler_from_config(SamplerConfig(name="ddim", eta=0.3)).keywords == {"eta": 0.3}
+    assert sampler_from_config(SamplerConfig(name="dpm++", order=3)).keywords == {"order": 3}
+
+
+@pytest.mark.parametrize("kind", ["uniform", "logsnr", "karras"])
+def test_time_grids_decrease_from_one(kind):
+    grid = time_grid(kind, 12, Schedule())
+    assert len(grid) == 13 and grid[0] == 1.0
+    assert bool((grid[1:] < grid[:-1]).all())
+
+
+def test_logsnr_grid_is_uniform_in_log_snr_between_its_ends():
+    schedule = Schedule()
+    log_snr = schedule.log_snr(time_grid("logsnr", 10, schedule)[1:])
+    steps = log_snr[1:] - log_snr[:-1]
+    torch.testing.assert_close(steps, torch.full_like(steps, (LOGSNR_END - LOGSNR_START) / 10), atol=1e-6, rtol=0)
+    assert log_snr[-1].item() == pytest.approx(LOGSNR_END)
+
+
+def test_bad_grids_are_rejected():
+    with pytest.raises(ValueError, match="number of sampling steps must be >= 1"):
+        time_grid("uniform", 0, Schedule())
+    with pytest.raises(ValueError, match="unknown time grid 'cubic'"):
+        time_grid("cubic", 5, Schedule())
+    with pytest.raises(ValueError, match="strictly decreasing"):
+        get_sampler("ddim")(lambda x, t: x, torch.zeros(1, 2), torch.tensor([0.0, 1.0]), schedule=Schedule())

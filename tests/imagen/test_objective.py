@@ -1,0 +1,61 @@
+import pytest
+import torch
+
+from configs import ObjectiveConfig
+from imagen.objective import loss_weight, per_sample_loss, q_sample, target, to_x0_eps
+from imagen.schedules import Schedule
+
+
+def _batch():
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand(5, 3, 4, 4, generator=g, dtype=torch.float64) * 2 - 1
+    eps = torch.randn(5, 3, 4, 4, generator=g, dtype=torch.float64)
+    t = torch.tensor([0.01, 0.2, 0.5, 0.8, 0.99], dtype=torch.float64)
+    alpha, sigma = Schedule().alpha_sigma(t)
+    return x0, eps, alpha, sigma
+
+
+@pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
+def test_conversions_round_trip(prediction):
+    x0, eps, alpha, sigma = _batch()
+    x_t = q_sample(x0, alpha, sigma, eps)
+    out = target(prediction, x0, eps, alpha, sigma)
+    x0_hat, eps_hat = to_x0_eps(prediction, out, x_t, alpha, sigma)
+    torch.testing.assert_close(x0_hat, x0, atol=1e-6, rtol=0)
+    torch.testing.assert_close(eps_hat, eps, atol=1e-6, rtol=0)
+
+
+def test_q_sample_and_v_follow_the_definitions():
+    x0, eps, alpha, sigma = _batch()
+    a, s = alpha.view(-1, 1, 1, 1), sigma.view(-1, 1, 1, 1)
+    torch.testing.assert_close(q_sample(x0, alpha, sigma, eps), a * x0 + s * eps)
+    torch.testing.assert_close(target("v", x0, eps, alpha, sigma), a * eps - s * x0)
+
+
+def test_unknown_prediction_is_a_value_error():
+    x0, eps, alpha, sigma = _batch()
+    with pytest.raises(ValueError, match="unknown prediction 'score'"):
+        target("score", x0, eps, alpha, sigma)
+
+
+def test_min_snr_weights():
+    log_snr = torch.tensor([-2.0, 0.0, 3.0], dtype=torch.float64)
+    snr = log_snr.exp()
+    gamma = 5.0
+    torch.testing.assert_close(loss_weight("eps", log_snr, gamma), snr.clamp(max=gamma) / snr)
+    torch.testing.assert_close(loss_weight("v", log_snr, gamma), snr.clamp(max=gamma) / (snr + 1))
+    torch.testing.assert_close(loss_weight("x0", log_snr, gamma), snr.clamp(max=gamma))
+    torch.testing.assert_close(loss_weight("eps", log_snr, 0.0), torch.ones(3, dtype=torch.float64))
+
+
+def test_per_sample_loss_is_per_sample_and_zero_at_the_target():
+    x0, eps, alpha, sigma = _batch()
+    config = ObjectiveConfig(prediction="v")
+    log_snr = torch.log(alpha**2 / sigma**2)
+    perfect = target("v", x0, eps, alpha, sigma)
+    loss = per_sample_loss(config, perfect, x0.float(), eps.float(), alpha, sigma, log_snr)
+    assert loss.shape == (5,) and torch.allclose(loss, torch.zeros(5, dtype=loss.dtype), atol=1e-6)
+    off = perfect.clone()
+    off[2] += 1.0
+    loss = per_sample_loss(config, off, x0, eps, alpha, sigma, log_snr)
+    assert loss[2] == pytest.approx(1.0) and float(loss[[0, 1, 3, 4]].abs().max()) < 1e-6
