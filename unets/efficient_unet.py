@@ -9,7 +9,8 @@ Layout, for levels i = 0 .. n-1 with channels c_i = channels * channel_mults[i] 
 `efficient_order=True` (the paper's Efficient U-Net): every DownBlock downsamples *before* its convolutions
 and every UpBlock upsamples *after* them, so level i runs at H / 2^(i+1) and the only full-resolution work
 is the input and output convolutions. `efficient_order=False` (the classic U-Net): level i runs at
-H / 2^i; the same modules and parameters, only level 0's resampling is a stride-1 convolution.
+H / 2^i; the same modules and nearly the same parameters (level 0's resampling convolutions keep the
+resolution).
 Inputs must therefore be divisible by 2^n (efficient) or 2^(n-1) (classic).
 """
 
@@ -42,6 +43,13 @@ class DownBlock(nn.Module):
         self.attn = (AttentionBlock(channels, context_dim=context_dim, head_dim=cfg.head_dim, self_attn=self_attn,
                                     cross_attn=cross_attn) if self_attn or cross_attn else None)
 
+    def forward(self, h: torch.Tensor, cond: torch.Tensor, context: torch.Tensor | None, mask: torch.Tensor | None,
+                checkpointing: bool = False) -> torch.Tensor:
+        h = self.resample(h)
+        for res in self.res_blocks:
+            h = _run(res, checkpointing, h, cond)
+        return h if self.attn is None else _run(self.attn, checkpointing, h, context, mask)
+
 
 class UpBlock(nn.Module):
     """Concat skip -> ResBlocks (the first maps 2C -> C) -> optional attention -> resample (x2 or x1).
@@ -56,6 +64,22 @@ class UpBlock(nn.Module):
         self.attn = (AttentionBlock(channels, context_dim=context_dim, head_dim=cfg.head_dim, self_attn=self_attn,
                                     cross_attn=cross_attn) if self_attn or cross_attn else None)
         self.resample = Upsample(channels, out_channels, factor)
+        self.skip_scale = SKIP_SCALE if cfg.scale_skip else 1.0
+
+    def forward(self, h: torch.Tensor, skip: torch.Tensor, cond: torch.Tensor, context: torch.Tensor | None,
+                mask: torch.Tensor | None, checkpointing: bool = False) -> torch.Tensor:
+        if len(self.res_blocks) > 0:
+            h = torch.cat([h, skip * self.skip_scale], dim=1)
+        for res in self.res_blocks:
+            h = _run(res, checkpointing, h, cond)
+        if self.attn is not None:
+            h = _run(self.attn, checkpointing, h, context, mask)
+        return self.resample(h)
+
+
+def _run(module: nn.Module, checkpointing: bool, *args: torch.Tensor | None) -> torch.Tensor:
+    """Call `module`, through activation checkpointing (recomputed in backward) when asked."""
+    return checkpoint(module, *args, use_reentrant=False) if checkpointing else module(*args)
 
 
 class EfficientUNet(nn.Module):
@@ -71,6 +95,9 @@ class EfficientUNet(nn.Module):
 
     def __init__(self, config: UNetConfig, *, text_dim: int, lowres_cond: bool = False):
         super().__init__()
+        if not isinstance(config, UNetConfig):
+            raise TypeError(f"config must be a configs.UNetConfig, got {type(config).__name__} "
+                            "(build one with UNetConfig(...) or load a preset with configs.load_config)")
         if text_dim <= 0:
             raise ValueError(f"text_dim must be positive, got {text_dim}")
         self.config, self.text_dim, self.lowres_cond = config, text_dim, lowres_cond
@@ -118,31 +145,16 @@ class EfficientUNet(nn.Module):
                 emb = emb + text.pooled.to(emb.dtype)
         cond = F.silu(emb)  # (B, cond_dim), shared by every ResBlock's FiLM layer
 
+        checkpointing = self.config.gradient_checkpointing and self.training and torch.is_grad_enabled()
         h = stem = self.in_conv(x)
         skips = []
         for block in self.downs:
-            h = block.resample(h)
-            for res in block.res_blocks:
-                h = self._call(res, h, cond)
-            if block.attn is not None:
-                h = self._call(block.attn, h, context, mask)
+            h = block(h, cond, context, mask, checkpointing)
             skips.append(h)
         for block, skip in zip(reversed(self.ups), reversed(skips), strict=True):
-            if len(block.res_blocks) > 0:
-                h = torch.cat([h, skip * self.skip_scale], dim=1)
-            for res in block.res_blocks:
-                h = self._call(res, h, cond)
-            if block.attn is not None:
-                h = self._call(block.attn, h, context, mask)
-            h = block.resample(h)
+            h = block(h, skip, cond, context, mask, checkpointing)
         h = (h + stem) * self.skip_scale  # full-resolution skip around the whole U
         return self.out_conv(F.silu(self.out_norm(h)))
-
-    def _call(self, module: nn.Module, *args: torch.Tensor) -> torch.Tensor:
-        """Run `module`, through activation checkpointing when configured and training with gradients."""
-        if self.config.gradient_checkpointing and self.training and torch.is_grad_enabled():
-            return checkpoint(module, *args, use_reentrant=False)
-        return module(*args)
 
     def _check_inputs(self, x: torch.Tensor, time: torch.Tensor, lowres: torch.Tensor | None,
                       lowres_level: torch.Tensor | None) -> None:

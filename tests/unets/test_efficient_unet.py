@@ -290,3 +290,10 @@ def test_gradient_checkpointing_gives_the_same_gradients():
         grads.append([p.grad.clone() for p in net.parameters()])
     for a, b in zip(*grads, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_constructor_checks_its_arguments():
+    with pytest.raises(TypeError, match="UNetConfig"):
+        EfficientUNet({"channels": 8}, text_dim=TEXT_DIM)
+    with pytest.raises(ValueError, match="text_dim"):
+        EfficientUNet(tiny_config(), text_dim=0)
