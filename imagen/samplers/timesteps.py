@@ -18,20 +18,19 @@ def uniform_t(num_steps: int) -> torch.Tensor:
 
 
 # The log-SNR span where sampling does work: below -8, x_t's marginal differs from N(0, I) by < 4e-4
-# in variance, so x_T is drawn there; at 10 the noise left (sigma / alpha = 0.0067) is under one
-# 8-bit level of an image in [-1, 1], so the last step stops there instead of jumping to sigma = 0.
+# in variance, so x_T is drawn there; at 10 the noise left (sigma / alpha = 0.0067) is under one 8-bit
+# level of an image in [-1, 1], so the x0 predicted there is the sample (the step onto t = 0).
 LOGSNR_START, LOGSNR_END = -8.0, 10.0
 
 
 def uniform_log_snr(num_steps: int, schedule: Schedule) -> torch.Tensor:
-    """Evenly spaced in log-SNR from LOGSNR_START to LOGSNR_END, within the schedule's range
-    (DPM-Solver's 'logSNR' spacing)."""
+    """N levels evenly spaced in log-SNR from LOGSNR_START to LOGSNR_END (within the schedule's range),
+    then t = 0 (DPM-Solver's 'logSNR' spacing)."""
     c = schedule.config
     start, end = max(c.logsnr_min, LOGSNR_START), min(c.logsnr_max, LOGSNR_END)
-    log_snr = torch.linspace(start, end, num_steps + 1, dtype=torch.float64)
-    t = schedule.t_from_log_snr(log_snr)
+    t = schedule.t_from_log_snr(torch.linspace(start, end, num_steps, dtype=torch.float64))
     t[0] = 1.0
-    return t
+    return torch.cat([t, t.new_zeros(1)])
 
 
 def karras(num_steps: int, schedule: Schedule, sigma_min: float = 0.002, sigma_max: float = 80.0,

@@ -32,17 +32,19 @@ def test_sampler_from_config_binds_options():
 
 
 @pytest.mark.parametrize("kind", ["uniform", "logsnr", "karras"])
-def test_time_grids_decrease_from_one(kind):
+def test_time_grids_decrease_from_one_to_zero(kind):
     grid = time_grid(kind, 12, Schedule())
-    assert len(grid) == 13 and grid[0] == 1.0
+    assert len(grid) == 13 and grid[0] == 1.0 and grid[-1] == 0.0
     assert bool((grid[1:] < grid[:-1]).all())
 
 
 def test_logsnr_grid_is_uniform_in_log_snr_between_its_ends():
     schedule = Schedule()
-    log_snr = schedule.log_snr(time_grid("logsnr", 10, schedule)[1:])
+    grid = time_grid("logsnr", 10, schedule)
+    assert grid[-1] == 0.0
+    log_snr = schedule.log_snr(grid[1:-1])
     steps = log_snr[1:] - log_snr[:-1]
-    torch.testing.assert_close(steps, torch.full_like(steps, (LOGSNR_END - LOGSNR_START) / 10), atol=1e-6, rtol=0)
+    torch.testing.assert_close(steps, torch.full_like(steps, (LOGSNR_END - LOGSNR_START) / 9), atol=1e-6, rtol=0)
     assert log_snr[-1].item() == pytest.approx(LOGSNR_END)
 
 
