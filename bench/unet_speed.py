@@ -73,7 +73,7 @@ def _proc_status_mb(key: str) -> float:
     return float("nan")
 
 
-def _build_ours(model: str, overrides: dict):
+def build_ours(model: str, overrides: dict):
     import dataclasses
 
     from configs import UNetConfig
@@ -91,7 +91,7 @@ def _build_ours(model: str, overrides: dict):
     return net, call, dataclasses.asdict(cfg)
 
 
-def _build_peer(model: str, harness: str):
+def build_peer(model: str, harness: str):
     import importlib.util
 
     spec_ = importlib.util.spec_from_file_location("anchor_harness", harness)
@@ -141,10 +141,10 @@ def run_worker(args: argparse.Namespace) -> dict:
     torch.manual_seed(0)
     if args.worker == "ours":
         overrides = json.loads(args.overrides) if args.overrides else {}
-        net, call, config = _build_ours(args.model, overrides)
+        net, call, config = build_ours(args.model, overrides)
         spec = OURS[args.model]
     else:
-        net, call, config = _build_peer(args.model, args.harness)
+        net, call, config = build_peer(args.model, args.harness)
         spec = PEER[args.model]
     params = sum(p.numel() for p in net.parameters())
     res, lowres_cond = spec["resolution"], spec["lowres_cond"]
