@@ -77,14 +77,14 @@ class Prediction(NamedTuple):
     eps: torch.Tensor
 
 
-class Denoiser(nn.Module):
-    """Wraps a network `net(x_t, t, **condition) -> output` that predicts `prediction` (eps, x0 or v)."""
+class Denoiser:
+    """Wraps a network `net(x_t, t, **condition) -> output` that predicts `prediction` (eps, x0 or v).
+    A plain callable, not a module: the network's parameters belong to whoever owns the network."""
 
     def __init__(self, net: nn.Module, schedule: Schedule, prediction: str = "eps"):
-        super().__init__()
         self.net, self.schedule, self.prediction = net, schedule, prediction
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, condition: Condition) -> Prediction:
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor, condition: Condition) -> Prediction:
         """x_t (B, C, H, W), t (B,) in [0, 1] -> Prediction(x0, eps), each (B, C, H, W), float32."""
         alpha, sigma = self.schedule.alpha_sigma(t)
         output = self.net(x_t, t, **condition.as_kwargs()).float()

@@ -1,0 +1,108 @@
+"""The saved-model layout: `config.json` (the resolved RunConfig, the text encoder's identity, the stages)
+and one `<stage>.safetensors` per stage (inference weights, e.g. the EMA). No pickle anywhere.
+
+    model_dir/
+      config.json          {"format": "imagen-cascade", "version": 1, "config": {...}, "text_encoder": {...},
+                            "stages": ["base", "sr1"]}
+      base.safetensors
+      sr1.safetensors
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+
+from configs import RunConfig, from_dict, to_dict
+
+from .io import atomic_write, find_in_hub_cache
+
+FORMAT, VERSION = "imagen-cascade", 1
+CONFIG_FILE = "config.json"
+PRETRAINED_DIR = Path(__file__).parent / "assets" / "pretrained"
+
+
+def pretrained_names() -> list[str]:
+    """Models shipped inside the package, loadable by name."""
+    return sorted(p.name for p in PRETRAINED_DIR.iterdir() if (p / CONFIG_FILE).is_file()) if PRETRAINED_DIR.is_dir() \
+        else []
+
+
+def write_model(directory: str | Path, config: RunConfig, text_identity: dict,
+                state_dicts: dict[str, dict[str, torch.Tensor]], dtype: torch.dtype | None = None) -> Path:
+    """Write the layout above. `state_dicts` maps stage name -> U-Net weights; stages without weights are
+    dropped from the saved config (a partial cascade). Weight files first, config.json last, each atomic."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    stages = [name for name in config.stages() if name in state_dicts]
+    if not stages:
+        raise ValueError("nothing to save: no stage has weights")
+    for name in stages:
+        tensors = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
+                   for k, v in state_dicts[name].items()}
+        atomic_write(directory / f"{name}.safetensors", save_safetensors(tensors, metadata={"stage": name}))
+    saved = to_dict(config)
+    for name in config.stages():
+        if name not in stages:
+            saved[name] = None
+    document = {"format": FORMAT, "version": VERSION, "config": saved, "text_encoder": text_identity,
+                "stages": stages}
+    atomic_write(directory / CONFIG_FILE, json.dumps(document, indent=2))
+    return directory
+
+
+def resolve_model(name_or_path: str | Path) -> Path:
+    """The directory of a saved model: a shipped name (see `pretrained_names()`), a local directory, or a
+    hub repo already in the local Hugging Face cache. Raises ValueError with what was tried."""
+    name = str(name_or_path)
+    if (PRETRAINED_DIR / name / CONFIG_FILE).is_file():
+        return PRETRAINED_DIR / name
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / CONFIG_FILE).is_file():
+            raise ValueError(f"model directory {path} has no {CONFIG_FILE}: give a directory written by "
+                             "save_pretrained or imagen-train (its export/ folder)")
+        return path
+    cached = find_in_hub_cache(name, CONFIG_FILE)
+    if cached is not None:
+        return cached
+    shipped = ", ".join(pretrained_names()) or "none"
+    raise ValueError(f"no model {name!r}: not a shipped model (shipped: {shipped}), not a directory, and not in "
+                     "the local Hugging Face cache; give a directory written by save_pretrained or imagen-train")
+
+
+def read_model(directory: Path) -> tuple[RunConfig, dict, dict[str, dict[str, torch.Tensor]]]:
+    """(config, text encoder identity, stage name -> weights) of a saved model; ValueError naming the file
+    that is missing, truncated or inconsistent."""
+    config_path = directory / CONFIG_FILE
+    try:
+        document = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{config_path}: cannot be read as JSON ({e}); the model directory is damaged") from None
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise ValueError(f"{config_path}: not an {FORMAT} model config (no \"format\": \"{FORMAT}\")")
+    if document.get("version") != VERSION:
+        raise ValueError(f"{config_path}: format version {document.get('version')} is not supported "
+                         f"(this library reads version {VERSION})")
+    try:
+        config = from_dict(document["config"])
+    except (KeyError, ValueError) as e:
+        raise ValueError(f"{config_path}: invalid model config: {e}") from None
+    weights = {}
+    for name in config.stages():
+        weights[name] = _read_weights(directory / f"{name}.safetensors")
+    return config, document.get("text_encoder", {}), weights
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise ValueError(f"{path}: missing; the model config lists this stage but its weights are not there")
+    try:
+        return load_safetensors(path.read_bytes())
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ValueError(f"{path}: cannot be read as safetensors ({e}); the file is truncated or damaged") from None

@@ -1,0 +1,44 @@
+"""File I/O shared across the package: atomic writes, and finding a model directory without the network."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+
+def atomic_write(path: str | Path, data: bytes | str) -> None:
+    """Write `data` to `path` so that readers see the old file or the whole new one, never a part:
+    a temp file in the same directory, fsynced, then renamed over `path`."""
+    path = Path(path)
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    with contextlib.suppress(OSError):  # make the rename itself durable (POSIX; not possible everywhere)
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+
+def find_in_hub_cache(name: str, filename: str) -> Path | None:
+    """The directory of `filename` for hub repo `name` in the local Hugging Face cache, or None. Never
+    touches the network; None also for names that are not valid hub ids."""
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return None
+    cached = try_to_load_from_cache(name, filename)
+    return Path(cached).parent if isinstance(cached, str) else None

@@ -1,0 +1,198 @@
+"""`Imagen`: the cascade as a library object. Text is encoded once; each stage samples with its own guidance
+scale, steps, sampler, thresholding and (SR stages) augmentation level; each SR stage upsamples the
+previous stage's output. Image i of a call draws all its noise from its own generator (seed + i), so an
+image does not depend on the batch it was drawn in.
+
+    pipe = Imagen.from_pretrained("shapes")
+    images = pipe(["a large red circle at the center on a blue background"], guidance_scale=[5.0, 4.0, 4.0],
+                  num_steps=[25, 15, 10], sampler="dpm++", thresholding="dynamic", aug_level=0.1, seed=0)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from torch import nn
+
+from configs import RunConfig
+
+from . import checkpoint
+from .noise import generators
+from .stage import SamplingOptions, Stage
+from .text import TextEncoder, load_text_encoder
+
+PerStage = Any  # a value for every stage, or a sequence with one per stage run
+
+
+class Imagen(nn.Module):
+    """A cascade of `Stage`s (ModuleDict `stages`, in order) and a frozen text encoder."""
+
+    def __init__(self, config: RunConfig, text_encoder: TextEncoder):
+        super().__init__()
+        self.config = config
+        self.text_encoder = text_encoder
+        self.stages = nn.ModuleDict({name: Stage(cfg, text_encoder.embed_dim) for name, cfg in config.stages().items()})
+
+    @classmethod
+    def from_config(cls, config: RunConfig, device: str | torch.device | None = None) -> Imagen:
+        """A freshly initialised cascade, with the text encoder the config names."""
+        return cls(config, load_text_encoder(config.text, device=device)).to(device or "cpu")
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path, device: str | torch.device | None = None,
+                        text_encoder: TextEncoder | None = None) -> Imagen:
+        """Load a shipped model by name (`shapes`), a directory written by `save_pretrained`/`imagen-train`, or a
+        hub repo in the local cache. The text encoder is the one recorded in the model (checked by hash)."""
+        directory = checkpoint.resolve_model(name_or_path)
+        config, identity, weights = checkpoint.read_model(directory)
+        encoder = text_encoder or load_text_encoder(config.text, device=device)
+        _check_text_encoder(identity, encoder, directory)
+        pipe = cls(config, encoder)
+        for name, stage in pipe.stages.items():
+            try:
+                stage.net.load_state_dict({k: v.float() for k, v in weights[name].items()})
+            except RuntimeError as e:
+                first = str(e).strip().splitlines()[0]
+                raise ValueError(f"{directory / (name + '.safetensors')}: weights do not match the config "
+                                 f"({first})") from None
+        return pipe.to(device or "cpu").eval()
+
+    def save_pretrained(self, directory: str | Path, dtype: torch.dtype | None = None,
+                        state_dicts: dict[str, dict[str, torch.Tensor]] | None = None) -> Path:
+        """Write config.json + one safetensors file per stage (`dtype`, e.g. torch.float16, to ship smaller).
+        `state_dicts` overrides the weights written (the trainer passes EMA weights, or only trained stages)."""
+        weights = state_dicts if state_dicts is not None else {n: s.net.state_dict() for n, s in self.stages.items()}
+        return checkpoint.write_model(directory, self.config, self.text_encoder.identity, weights, dtype)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def encode_prompts(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Text embeddings (B, L, D) and mask (B, L), on the cascade's device."""
+        embeds, mask = self.text_encoder.encode(list(prompts))
+        return embeds.to(self.device, torch.float32), mask.to(self.device)
+
+    @torch.no_grad()
+    def generate(self, prompts: str | Sequence[str], *, guidance_scale: PerStage = None, num_steps: PerStage = None,
+                 sampler: PerStage = None, thresholding: PerStage = None, dynamic_percentile: PerStage = None,
+                 aug_level: float | Sequence[float] | None = None, time_grid: PerStage = None, seed: int = 0,
+                 num_images_per_prompt: int = 1, negative_prompt: str | Sequence[str] | None = None,
+                 stop_at_stage: int | str | None = None, max_batch_size: int | None = None,
+                 progress: bool = True) -> dict[str, torch.Tensor]:
+        """Run the cascade; returns every stage's images, {stage name: (N, 3, R, R) in [-1, 1]}. Per-stage
+        arguments take one value for all stages or a sequence with one per stage run (`aug_level`: one per SR
+        stage run). `None` keeps each stage's configured default. Image i uses seed `seed + i`."""
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        if not prompts or not all(isinstance(p, str) for p in prompts):
+            raise ValueError("prompts must be a non-empty list of strings")
+        if num_images_per_prompt < 1:
+            raise ValueError(f"num_images_per_prompt must be >= 1, got {num_images_per_prompt}")
+        prompts = [p for p in prompts for _ in range(num_images_per_prompt)]
+        names = self._stages_to_run(stop_at_stage)
+        stages = (list(self.stages), names)
+        srs = tuple([n for n in group if self.stages[n].config.is_super_resolution] for group in stages)
+        options = {name: SamplingOptions(
+            guidance_scale=_per_stage(guidance_scale, stages, name, "guidance_scale"),
+            num_steps=_per_stage(num_steps, stages, name, "num_steps"),
+            sampler=_per_stage(sampler, stages, name, "sampler"),
+            thresholding=_per_stage(thresholding, stages, name, "thresholding"),
+            dynamic_percentile=_per_stage(dynamic_percentile, stages, name, "dynamic_percentile"),
+            time_grid=_per_stage(time_grid, stages, name, "time_grid"),
+            aug_level=_per_stage(aug_level, srs, name, "aug_level") if name in srs[1] else None,
+        ) for name in names}
+        embeds, mask = self.encode_prompts(prompts)
+        negative = None
+        if negative_prompt is not None:
+            negatives = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else \
+                [n for n in negative_prompt for _ in range(num_images_per_prompt)]
+            if len(negatives) != len(prompts):
+                raise ValueError(f"got {len(negatives)} negative prompts for {len(prompts)} prompts")
+            negative = self.encode_prompts(negatives)
+        seeds = [seed + i for i in range(len(prompts))]
+        outputs: dict[str, torch.Tensor] = {}
+        previous = None
+        for name in names:
+            stage = self.stages[name]
+            if stage.config.is_super_resolution and previous is None:
+                raise ValueError(f"stage {name} is super-resolution and needs a previous stage in this cascade")
+            outputs[name] = self._sample_stage(name, stage, embeds, mask, negative, previous, seeds, options[name],
+                                               max_batch_size or len(prompts), progress)
+            previous = outputs[name]
+        return outputs
+
+    def __call__(self, prompts: str | Sequence[str], *, output_type: str = "pil", **kwargs) -> list[Image.Image] | \
+            torch.Tensor:
+        """Images of the last stage run: a list of PIL images (`output_type="pil"`) or a tensor (N, 3, R, R) in
+        [-1, 1] (`"tensor"`). Takes the arguments of `generate`."""
+        if output_type not in ("pil", "tensor"):
+            raise ValueError(f"output_type must be 'pil' or 'tensor', got {output_type!r}")
+        final = list(self.generate(prompts, **kwargs).values())[-1]
+        return to_pil(final) if output_type == "pil" else final
+
+    def _stages_to_run(self, stop_at_stage: int | str | None) -> list[str]:
+        names = list(self.stages)
+        if stop_at_stage is None:
+            return names
+        if isinstance(stop_at_stage, str):
+            if stop_at_stage not in names:
+                raise ValueError(f"stop_at_stage {stop_at_stage!r} is not a stage of this model: {', '.join(names)}")
+            return names[: names.index(stop_at_stage) + 1]
+        if not 1 <= stop_at_stage <= len(names):
+            raise ValueError(f"stop_at_stage must be between 1 and {len(names)} (this model's stages: "
+                             f"{', '.join(names)}), got {stop_at_stage}")
+        return names[:stop_at_stage]
+
+    def _sample_stage(self, name: str, stage: Stage, embeds, mask, negative, previous, seeds, options, chunk,
+                      progress) -> torch.Tensor:
+        from tqdm.auto import tqdm
+
+        steps = options.num_steps or stage.config.sampler.num_steps
+        bar = tqdm(total=steps * ((len(seeds) + chunk - 1) // chunk), desc=f"{name} {stage.resolution}px",
+                   disable=not progress, leave=False, unit="step")
+        # each image's generator draws the stage's noise in the same order whatever the batch: the stage seed
+        # is offset so stages draw independent noise
+        offset = 1_000_003 * list(self.stages).index(name)
+        pieces = []
+        for start in range(0, len(seeds), chunk):
+            rows = slice(start, start + chunk)
+            neg = None if negative is None else (negative[0][rows], negative[1][rows])
+            pieces.append(stage.sample(
+                embeds[rows], mask[rows], generators([s + offset for s in seeds[rows]], self.device), options,
+                lowres=None if previous is None else previous[rows], negative=neg,
+                callback=lambda *_: bar.update(1)))
+        bar.close()
+        return torch.cat(pieces)
+
+
+def _per_stage(value: Any, choices: tuple[list[str], list[str]], name: str, what: str) -> Any:
+    """The value for stage `name`: one value for all, or a sequence with one per stage of the model or one per
+    stage run (`choices`: those two name lists)."""
+    if value is None or isinstance(value, (str, int, float)) or callable(value):
+        return value
+    values = list(value)
+    if len(values) == 1:
+        return values[0]
+    for names in choices:
+        if len(values) == len(names):
+            return values[names.index(name)]
+    raise ValueError(f"{what} has {len(values)} values but this model has {len(choices[0])} stages and "
+                     f"{len(choices[1])} run ({', '.join(choices[1])}): give one value, or one per stage")
+
+
+def _check_text_encoder(saved: dict, encoder: TextEncoder, directory: Path) -> None:
+    expected, got = saved.get("sha256"), encoder.identity.get("sha256")
+    if expected and got and expected != got:
+        raise ValueError(f"{directory / checkpoint.CONFIG_FILE}: the text encoder {encoder.identity.get('name')!r} "
+                         f"differs from the one this model was trained with ({saved.get('name')!r}, sha256 "
+                         f"{expected[:12]}...); load that encoder (text.name) or retrain")
+
+
+def to_pil(images: torch.Tensor) -> list[Image.Image]:
+    """(N, 3, H, W) in [-1, 1] -> list of RGB PIL images."""
+    array = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return [Image.fromarray(a.permute(1, 2, 0).cpu().numpy()) for a in array]

@@ -1,0 +1,115 @@
+"""One stage of the cascade: an Efficient U-Net with its schedule and parameterisation, its training loss
+and its sampler. The base stage maps text to 64 px; an SR stage also reads an upsampled, noise-augmented
+low-res image."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from configs import StageConfig
+from unets import EfficientUNet
+
+from .augmentation import fixed_levels, noise_augment, training_levels
+from .denoiser import Condition, Denoiser
+from .guidance import GuidanceScale, guided
+from .noise import Generator, randn
+from .objective import per_sample_loss, q_sample
+from .resize import upsample
+from .samplers import get_sampler, time_grid
+from .schedules import Schedule
+from .thresholding import make_x0_fn
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """How one stage samples; `None` fields fall back to the stage config's sampler defaults."""
+
+    guidance_scale: GuidanceScale | None = None
+    num_steps: int | None = None
+    sampler: str | None = None
+    thresholding: str | None = None
+    dynamic_percentile: float | None = None
+    aug_level: float | None = None
+    time_grid: str | None = None
+
+
+class Stage(nn.Module):
+    """`net` (the U-Net), `schedule`, `denoiser`; `config` is the stage's `StageConfig`."""
+
+    def __init__(self, config: StageConfig, text_dim: int):
+        super().__init__()
+        self.config = config
+        self.net = EfficientUNet(config.unet, text_dim=text_dim, lowres_cond=config.is_super_resolution)
+        self.schedule = Schedule(config.schedule)
+        self.denoiser = Denoiser(self.net, self.schedule, config.objective.prediction)
+
+    @property
+    def resolution(self) -> int:
+        return self.config.resolution
+
+    def lowres_condition(self, lowres: torch.Tensor, size: int, level: torch.Tensor,
+                         generator: Generator = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Upsample the low-res image (B, 3, h, w) to `size` and noise-augment it at `level` (B,)."""
+        return noise_augment(upsample(lowres, size), level, self.schedule, generator), level
+
+    def training_loss(self, images: torch.Tensor, text_embeds: torch.Tensor | None, text_mask: torch.Tensor | None,
+                      lowres: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Per-sample diffusion loss, shape (B,). images (B, 3, R, R) in [-1, 1]; lowres (B, 3, r, r) for SR
+        stages (the matching crop when R is a crop). Draws t, eps, caption drop and augmentation levels
+        from `generator`, so a run with a restored generator state repeats itself exactly."""
+        batch, device = images.shape[0], images.device
+        train = self.config.train
+        t = torch.rand(batch, generator=generator, device=device)
+        eps = torch.randn(images.shape, generator=generator, device=device, dtype=images.dtype)
+        drop_text = torch.rand(batch, generator=generator, device=device) < train.caption_drop_prob
+        condition = Condition(text_embeds=text_embeds, text_mask=text_mask, drop_text=drop_text)
+        if self.config.is_super_resolution:
+            if lowres is None:
+                raise ValueError("an SR stage needs the low-res images to train")
+            levels = training_levels(batch, self.config.noise_aug.train_max_level, generator, device)
+            aug, levels = self.lowres_condition(lowres, images.shape[-1], levels, generator)
+            condition = Condition(text_embeds, text_mask, drop_text, aug, levels)
+        log_snr = self.schedule.log_snr(t)
+        alpha, sigma = self.schedule.alpha_sigma(t)
+        x_t = q_sample(images, alpha, sigma, eps)
+        output = self.net(x_t, t, **condition.as_kwargs())
+        return per_sample_loss(self.config.objective, output, images, eps, alpha, sigma, log_snr)
+
+    @torch.no_grad()
+    def sample(self, text_embeds: torch.Tensor | None, text_mask: torch.Tensor | None, generator: Generator,
+               options: SamplingOptions = SamplingOptions(), lowres: torch.Tensor | None = None,
+               negative: tuple[torch.Tensor, torch.Tensor] | None = None,
+               callback: Callable | None = None) -> torch.Tensor:
+        """Images (B, 3, R, R) in [-1, 1]. `generator` is one per image (batch-independent results) or one
+        for the batch; `lowres` (B, 3, r, r) is the previous stage's output (SR stages); `negative` the
+        (embeds, mask) of a negative prompt, replacing the null condition in guidance."""
+        defaults = self.config.sampler
+        pick = lambda value, default: default if value is None else value  # noqa: E731
+        batch = text_embeds.shape[0] if text_embeds is not None else lowres.shape[0]
+        device = next(self.net.parameters()).device
+        size = self.resolution
+        x_T = randn((batch, 3, size, size), generator, device=device)
+        condition = Condition(text_embeds=text_embeds, text_mask=text_mask)
+        if self.config.is_super_resolution:
+            if lowres is None:
+                raise ValueError(f"the {size} px SR stage needs the previous stage's images")
+            level = fixed_levels(batch, pick(options.aug_level, self.config.noise_aug.sample_level), device)
+            aug, level = self.lowres_condition(lowres.to(device), size, level, generator)
+            condition = Condition(text_embeds, text_mask, None, aug, level)
+        negative_condition = None
+        if negative is not None:
+            negative_condition = Condition(negative[0], negative[1], None, condition.lowres, condition.lowres_level)
+        denoise = guided(self.denoiser, condition, pick(options.guidance_scale, defaults.guidance_scale),
+                         negative_condition)
+        sampler = get_sampler(pick(options.sampler, defaults.name), eta=defaults.eta, order=defaults.order)
+        grid = time_grid(pick(options.time_grid, defaults.time_grid), pick(options.num_steps, defaults.num_steps),
+                         self.schedule)
+        x0_fn = make_x0_fn(pick(options.thresholding, defaults.thresholding),
+                           pick(options.dynamic_percentile, defaults.dynamic_percentile))
+        images = sampler(denoise, x_T, grid, schedule=self.schedule, x0_fn=x0_fn, generator=generator,
+                         callback=callback)
+        return images.clamp(-1.0, 1.0)
