@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import torch
 
-from .noise import Generator, randn
 from .objective import q_sample
 from .schedules import Schedule
 
 
-def noise_augment(lowres: torch.Tensor, level: torch.Tensor, schedule: Schedule,
-                  generator: Generator = None) -> torch.Tensor:
-    """lowres (B, 3, H, W) in [-1, 1], level (B,) in [0, 1] -> the augmented image, same shape."""
+def noise_augment(lowres: torch.Tensor, level: torch.Tensor, schedule: Schedule, eps: torch.Tensor) -> torch.Tensor:
+    """lowres (B, 3, H, W) in [-1, 1], level (B,) in [0, 1], eps (B, 3, H, W) standard normal -> the
+    augmented image alpha(level) lowres + sigma(level) eps."""
     alpha, sigma = schedule.alpha_sigma(level.to(lowres.device, torch.float32))
-    eps = randn(lowres.shape, generator, device=lowres.device, dtype=lowres.dtype)
-    return q_sample(lowres, alpha.to(lowres.dtype), sigma.to(lowres.dtype), eps)
+    return q_sample(lowres, alpha.to(lowres.dtype), sigma.to(lowres.dtype), eps.to(lowres.dtype))
 
 
 def training_levels(batch: int, max_level: float, generator: torch.Generator | None = None,

@@ -22,8 +22,13 @@ def atomic_write(path: str | Path, data: bytes | str) -> None:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-    with contextlib.suppress(OSError):  # make the rename itself durable (POSIX; not possible everywhere)
-        directory = os.open(path.parent, os.O_RDONLY)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(path: str | Path) -> None:
+    """Make renames inside `path` durable (POSIX; silently skipped where directories cannot be opened)."""
+    with contextlib.suppress(OSError):
+        directory = os.open(path, os.O_RDONLY)
         try:
             os.fsync(directory)
         finally:

@@ -37,6 +37,37 @@ class SamplingOptions:
     time_grid: str | None = None
 
 
+@dataclass(frozen=True)
+class TrainingNoise:
+    """The random draws of one training batch: t (B,), eps (B, 3, R, R), drop_text (B,) bool, and for SR
+    stages aug_level (B,) and aug_eps (B, 3, R, R)."""
+
+    t: torch.Tensor
+    eps: torch.Tensor
+    drop_text: torch.Tensor
+    aug_level: torch.Tensor | None = None
+    aug_eps: torch.Tensor | None = None
+
+    def rows(self, rows: slice) -> TrainingNoise:
+        return TrainingNoise(*(None if v is None else v[rows] for v in
+                               (self.t, self.eps, self.drop_text, self.aug_level, self.aug_eps)))
+
+
+def draw_training_noise(config: StageConfig, batch: int, size: int, generator: torch.Generator,
+                        device: str | torch.device = "cpu") -> TrainingNoise:
+    """All random draws for a batch of `batch` images of `size` px, from `generator`: t ~ U(0, 1),
+    eps ~ N(0, I), caption drop with probability train.caption_drop_prob, and (SR) augmentation levels
+    a ~ U(0, noise_aug.train_max_level) with their noise."""
+    shape = (batch, 3, size, size)
+    t = torch.rand(batch, generator=generator, device=device)
+    eps = torch.randn(shape, generator=generator, device=device)
+    drop = torch.rand(batch, generator=generator, device=device) < config.train.caption_drop_prob
+    if not config.is_super_resolution:
+        return TrainingNoise(t, eps, drop)
+    level = training_levels(batch, config.noise_aug.train_max_level, generator, device)
+    return TrainingNoise(t, eps, drop, level, torch.randn(shape, generator=generator, device=device))
+
+
 class Stage(nn.Module):
     """`net` (the U-Net), `schedule`, `denoiser`; `config` is the stage's `StageConfig`."""
 
@@ -51,33 +82,28 @@ class Stage(nn.Module):
     def resolution(self) -> int:
         return self.config.resolution
 
-    def lowres_condition(self, lowres: torch.Tensor, size: int, level: torch.Tensor,
-                         generator: Generator = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Upsample the low-res image (B, 3, h, w) to `size` and noise-augment it at `level` (B,)."""
-        return noise_augment(upsample(lowres, size), level, self.schedule, generator), level
-
     def training_loss(self, images: torch.Tensor, text_embeds: torch.Tensor | None, text_mask: torch.Tensor | None,
-                      lowres: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+                      noise: TrainingNoise, lowres: torch.Tensor | None = None) -> torch.Tensor:
         """Per-sample diffusion loss, shape (B,). images (B, 3, R, R) in [-1, 1]; lowres (B, 3, r, r) for SR
-        stages (the matching crop when R is a crop). Draws t, eps, caption drop and augmentation levels
-        from `generator`, so a run with a restored generator state repeats itself exactly."""
-        batch, device = images.shape[0], images.device
-        train = self.config.train
-        t = torch.rand(batch, generator=generator, device=device)
-        eps = torch.randn(images.shape, generator=generator, device=device, dtype=images.dtype)
-        drop_text = torch.rand(batch, generator=generator, device=device) < train.caption_drop_prob
-        condition = Condition(text_embeds=text_embeds, text_mask=text_mask, drop_text=drop_text)
+        stages (the matching crop when R is a crop); `noise` from `draw_training_noise` (all the randomness,
+        so a step is a pure function of its inputs: exact resume, and equal gradients however a global batch
+        is split over processes)."""
+        condition = Condition(text_embeds=text_embeds, text_mask=text_mask, drop_text=noise.drop_text)
         if self.config.is_super_resolution:
             if lowres is None:
                 raise ValueError("an SR stage needs the low-res images to train")
-            levels = training_levels(batch, self.config.noise_aug.train_max_level, generator, device)
-            aug, levels = self.lowres_condition(lowres, images.shape[-1], levels, generator)
-            condition = Condition(text_embeds, text_mask, drop_text, aug, levels)
-        log_snr = self.schedule.log_snr(t)
-        alpha, sigma = self.schedule.alpha_sigma(t)
-        x_t = q_sample(images, alpha, sigma, eps)
-        output = self.net(x_t, t, **condition.as_kwargs())
-        return per_sample_loss(self.config.objective, output, images, eps, alpha, sigma, log_snr)
+            aug = noise_augment(upsample(lowres, images.shape[-1]), noise.aug_level, self.schedule, noise.aug_eps)
+            condition = Condition(text_embeds, text_mask, noise.drop_text, aug, noise.aug_level)
+        log_snr = self.schedule.log_snr(noise.t)
+        alpha, sigma = self.schedule.alpha_sigma(noise.t)
+        x_t = q_sample(images, alpha, sigma, noise.eps)
+        output = self.net(x_t, noise.t, **condition.as_kwargs())
+        return per_sample_loss(self.config.objective, output, images, noise.eps, alpha, sigma, log_snr)
+
+    def forward(self, images: torch.Tensor, text_embeds: torch.Tensor | None, text_mask: torch.Tensor | None,
+                noise: TrainingNoise, lowres: torch.Tensor | None = None) -> torch.Tensor:
+        """The training loss (so a wrapped stage, e.g. DistributedDataParallel, trains through forward)."""
+        return self.training_loss(images, text_embeds, text_mask, noise, lowres)
 
     @torch.no_grad()
     def sample(self, text_embeds: torch.Tensor | None, text_mask: torch.Tensor | None, generator: Generator,
@@ -98,7 +124,8 @@ class Stage(nn.Module):
             if lowres is None:
                 raise ValueError(f"the {size} px SR stage needs the previous stage's images")
             level = fixed_levels(batch, pick(options.aug_level, self.config.noise_aug.sample_level), device)
-            aug, level = self.lowres_condition(lowres.to(device), size, level, generator)
+            eps = randn((batch, 3, size, size), generator, device=device)
+            aug = noise_augment(upsample(lowres.to(device), size), level, self.schedule, eps)
             condition = Condition(text_embeds, text_mask, None, aug, level)
         negative_condition = None
         if negative is not None:
