@@ -45,7 +45,7 @@ def write_model(directory: str | Path, config: RunConfig, text_identity: dict,
     for name in stages:
         tensors = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
                    for k, v in state_dicts[name].items()}
-        atomic_write(directory / f"{name}.safetensors", save_safetensors(tensors, metadata={"stage": name}))
+        atomic_write(directory / weights_file(name), save_safetensors(tensors, metadata={"stage": name}))
     saved = to_dict(config)
     for name in config.stages():
         if name not in stages:
@@ -93,16 +93,57 @@ def read_model(directory: Path) -> tuple[RunConfig, dict, dict[str, dict[str, to
         config = from_dict(document["config"])
     except (KeyError, ValueError) as e:
         raise ValueError(f"{config_path}: invalid model config: {e}") from None
-    weights = {}
-    for name in config.stages():
-        weights[name] = _read_weights(directory / f"{name}.safetensors")
+    weights = {name: load_stage_weights(directory / weights_file(name), name) for name in config.stages()}
     return config, document.get("text_encoder", {}), weights
 
 
-def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+def weights_file(stage: str) -> str:
+    """The file name of a stage's weights in a saved model."""
+    return f"{stage}.safetensors"
+
+
+def load_stage_weights(path: Path, stage: str | None = None) -> dict[str, torch.Tensor]:
+    """The tensors of one stage's weight file; ValueError naming the file when it is missing, truncated, or
+    (given `stage`) saved for another stage."""
     if not path.is_file():
         raise ValueError(f"{path}: missing; the model config lists this stage but its weights are not there")
     try:
-        return load_safetensors(path.read_bytes())
+        data = path.read_bytes()
+        weights = load_safetensors(data)
     except (SafetensorError, OSError, ValueError) as e:
         raise ValueError(f"{path}: cannot be read as safetensors ({e}); the file is truncated or damaged") from None
+    saved_for = _metadata(data).get("stage")
+    if stage is not None and saved_for is not None and saved_for != stage:
+        raise ValueError(f"{path}: holds the weights of stage {saved_for!r}, not {stage!r}; the files of the model "
+                         "directory were mixed up")
+    return weights
+
+
+def load_weights(net: torch.nn.Module, weights: dict[str, torch.Tensor], path: Path) -> None:
+    """Load `weights` (read from `path`) into `net` as float32; ValueError naming the file and the first
+    differences (missing, unexpected or differently shaped tensors) when they do not fit the config."""
+    expected = net.state_dict()
+    missing = [k for k in expected if k not in weights]
+    unexpected = [k for k in weights if k not in expected]
+    shapes = [f"{k} is {tuple(weights[k].shape)} in the file but {tuple(v.shape)} in the config"
+              for k, v in expected.items() if k in weights and weights[k].shape != v.shape]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} tensor(s) missing (e.g. {missing[0]})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+    if shapes:
+        problems.append(f"{len(shapes)} of another shape (e.g. {shapes[0]})")
+    if problems:
+        raise ValueError(f"{path}: weights do not match the model config: {'; '.join(problems)}; was the file "
+                         "saved with another config?")
+    net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in weights.items()})
+
+
+def _metadata(data: bytes) -> dict:
+    """The `__metadata__` of a safetensors file's header (the loader has validated the header)."""
+    try:
+        header = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])
+        return header.get("__metadata__") or {}
+    except (ValueError, AttributeError):
+        return {}

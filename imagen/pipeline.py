@@ -39,27 +39,25 @@ class Imagen(nn.Module):
 
     @classmethod
     def from_config(cls, config: RunConfig, device: str | torch.device | None = None) -> Imagen:
-        """A freshly initialised cascade, with the text encoder the config names."""
-        return cls(config, load_text_encoder(config.text, device=device)).to(device or "cpu")
+        """A freshly initialised cascade, with the text encoder the config names. `device`: None (the CPU),
+        "auto" (a GPU if there is one, else the CPU), or any torch device."""
+        device = resolve_device(device)
+        return cls(config, load_text_encoder(config.text, device=device)).to(device)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, device: str | torch.device | None = None,
                         text_encoder: TextEncoder | None = None) -> Imagen:
         """Load a shipped model by name (`shapes`), a directory written by `save_pretrained`/`imagen-train`, or a
         hub repo in the local cache. The text encoder is the one recorded in the model (checked by hash)."""
+        device = resolve_device(device)
         directory = checkpoint.resolve_model(name_or_path)
         config, identity, weights = checkpoint.read_model(directory)
         encoder = text_encoder or load_text_encoder(config.text, device=device)
         _check_text_encoder(identity, encoder, directory)
         pipe = cls(config, encoder)
         for name, stage in pipe.stages.items():
-            try:
-                stage.net.load_state_dict({k: v.float() for k, v in weights[name].items()})
-            except RuntimeError as e:
-                first = str(e).strip().splitlines()[0]
-                raise ValueError(f"{directory / (name + '.safetensors')}: weights do not match the config "
-                                 f"({first})") from None
-        return pipe.to(device or "cpu").eval()
+            checkpoint.load_weights(stage.net, weights[name], directory / checkpoint.weights_file(name))
+        return pipe.to(device).eval()
 
     def save_pretrained(self, directory: str | Path, dtype: torch.dtype | None = None,
                         state_dicts: dict[str, dict[str, torch.Tensor]] | None = None) -> Path:
@@ -92,27 +90,18 @@ class Imagen(nn.Module):
             raise ValueError("prompts must be a non-empty list of strings")
         if num_images_per_prompt < 1:
             raise ValueError(f"num_images_per_prompt must be >= 1, got {num_images_per_prompt}")
+        if max_batch_size is not None and max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        options = self.sampling_options(guidance_scale=guidance_scale, num_steps=num_steps, sampler=sampler,
+                                        thresholding=thresholding, dynamic_percentile=dynamic_percentile,
+                                        aug_level=aug_level, time_grid=time_grid, stop_at_stage=stop_at_stage)
+        names = list(options)
+        negatives = _negative_prompts(negative_prompt, len(prompts))
         prompts = [p for p in prompts for _ in range(num_images_per_prompt)]
-        names = self._stages_to_run(stop_at_stage)
-        stages = (list(self.stages), names)
-        srs = tuple([n for n in group if self.stages[n].config.is_super_resolution] for group in stages)
-        options = {name: SamplingOptions(
-            guidance_scale=_per_stage(guidance_scale, stages, name, "guidance_scale"),
-            num_steps=_per_stage(num_steps, stages, name, "num_steps"),
-            sampler=_per_stage(sampler, stages, name, "sampler"),
-            thresholding=_per_stage(thresholding, stages, name, "thresholding"),
-            dynamic_percentile=_per_stage(dynamic_percentile, stages, name, "dynamic_percentile"),
-            time_grid=_per_stage(time_grid, stages, name, "time_grid"),
-            aug_level=_per_stage(aug_level, srs, name, "aug_level") if name in srs[1] else None,
-        ) for name in names}
         embeds, mask = self.encode_prompts(prompts)
         negative = None
-        if negative_prompt is not None:
-            negatives = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else \
-                [n for n in negative_prompt for _ in range(num_images_per_prompt)]
-            if len(negatives) != len(prompts):
-                raise ValueError(f"got {len(negatives)} negative prompts for {len(prompts)} prompts")
-            negative = self.encode_prompts(negatives)
+        if negatives is not None:
+            negative = self.encode_prompts([n for n in negatives for _ in range(num_images_per_prompt)])
         seeds = [seed + i for i in range(len(prompts))]
         outputs: dict[str, torch.Tensor] = {}
         previous = None
@@ -134,6 +123,26 @@ class Imagen(nn.Module):
         final = list(self.generate(prompts, **kwargs).values())[-1]
         return to_pil(final) if output_type == "pil" else final
 
+    def sampling_options(self, *, guidance_scale: PerStage = None, num_steps: PerStage = None, sampler: PerStage = None,
+                         thresholding: PerStage = None, dynamic_percentile: PerStage = None,
+                         aug_level: float | Sequence[float] | None = None, time_grid: PerStage = None,
+                         stop_at_stage: int | str | None = None) -> dict[str, SamplingOptions]:
+        """{stage name: its resolved SamplingOptions} for the stages `generate` would run with these
+        arguments (defaults filled in, values checked): what a run used, for records and file metadata."""
+        names = self._stages_to_run(stop_at_stage)
+        stages = (list(self.stages), names)
+        srs = tuple([n for n in group if self.stages[n].config.is_super_resolution] for group in stages)
+        return {name: self.stages[name].resolve_options(SamplingOptions(
+            guidance_scale=_per_stage(guidance_scale, stages, name, "guidance_scale"),
+            num_steps=_per_stage(num_steps, stages, name, "num_steps"),
+            sampler=_per_stage(sampler, stages, name, "sampler"),
+            thresholding=_per_stage(thresholding, stages, name, "thresholding"),
+            dynamic_percentile=_per_stage(dynamic_percentile, stages, name, "dynamic_percentile"),
+            time_grid=_per_stage(time_grid, stages, name, "time_grid"),
+            aug_level=_per_stage(aug_level, srs, name, "aug_level", "super-resolution stages")
+            if name in srs[1] else None,
+        )) for name in names}
+
     def _stages_to_run(self, stop_at_stage: int | str | None) -> list[str]:
         names = list(self.stages)
         if stop_at_stage is None:
@@ -151,8 +160,7 @@ class Imagen(nn.Module):
                       progress) -> torch.Tensor:
         from tqdm.auto import tqdm
 
-        steps = options.num_steps or stage.config.sampler.num_steps
-        bar = tqdm(total=steps * ((len(seeds) + chunk - 1) // chunk), desc=f"{name} {stage.resolution}px",
+        bar = tqdm(total=options.num_steps * ((len(seeds) + chunk - 1) // chunk), desc=f"{name} {stage.resolution}px",
                    disable=not progress, leave=False, unit="step")
         # each image's generator draws the stage's noise in the same order whatever the batch: the stage seed
         # is offset so stages draw independent noise
@@ -169,9 +177,10 @@ class Imagen(nn.Module):
         return torch.cat(pieces)
 
 
-def _per_stage(value: Any, choices: tuple[list[str], list[str]], name: str, what: str) -> Any:
+def _per_stage(value: Any, choices: tuple[list[str], list[str]], name: str, what: str,
+               kind: str = "stages") -> Any:
     """The value for stage `name`: one value for all, or a sequence with one per stage of the model or one per
-    stage run (`choices`: those two name lists)."""
+    stage run (`choices`: those two name lists; `kind` names what they are in the error)."""
     if value is None or isinstance(value, (str, int, float)) or callable(value):
         return value
     values = list(value)
@@ -180,8 +189,53 @@ def _per_stage(value: Any, choices: tuple[list[str], list[str]], name: str, what
     for names in choices:
         if len(values) == len(names):
             return values[names.index(name)]
-    raise ValueError(f"{what} has {len(values)} values but this model has {len(choices[0])} stages and "
-                     f"{len(choices[1])} run ({', '.join(choices[1])}): give one value, or one per stage")
+    raise ValueError(f"{what} has {len(values)} values but this model has {len(choices[0])} {kind} "
+                     f"({', '.join(choices[0]) or 'none'}) and this call runs {len(choices[1])}: give one value, "
+                     f"or one per {kind.removesuffix('s')}")
+
+
+def _negative_prompts(negative_prompt: str | Sequence[str] | None, count: int) -> list[str] | None:
+    """One negative prompt per prompt (a single one is used for all), or None."""
+    if negative_prompt is None:
+        return None
+    negatives = [negative_prompt] if isinstance(negative_prompt, str) else list(negative_prompt)
+    if not all(isinstance(n, str) for n in negatives):
+        raise ValueError("negative_prompt must be a string or a list of strings")
+    if len(negatives) == 1:
+        return negatives * count
+    if len(negatives) != count:
+        raise ValueError(f"got {len(negatives)} negative prompts for {count} prompts: give one for all, or one "
+                         "per prompt")
+    return negatives
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """None -> the CPU; "auto" -> the first GPU (CUDA, then Apple MPS) if there is one, else the CPU; else the
+    torch device named, checked to exist (ValueError with what is available)."""
+    if device is None:
+        return torch.device("cpu")
+    if isinstance(device, str) and device.strip().lower() == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r}: no CUDA GPU is available here (use auto or cpu)")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r}: only {torch.cuda.device_count()} CUDA GPU(s) here "
+                             f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+    elif resolved.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ValueError(f"device {device!r}: Apple MPS is not available here (use auto or cpu)")
+    elif resolved.type != "cpu":
+        raise ValueError(f"device {device!r}: unsupported; use auto, cpu, cuda, cuda:N or mps")
+    return resolved
 
 
 def _check_text_encoder(saved: dict, encoder: TextEncoder, directory: Path) -> None:

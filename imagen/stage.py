@@ -4,13 +4,14 @@ low-res image."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from configs import StageConfig
+from configs import THRESHOLDING_MODES, StageConfig
 from unets import EfficientUNet
 
 from .augmentation import fixed_levels, noise_augment, training_levels
@@ -19,7 +20,7 @@ from .guidance import GuidanceScale, guided
 from .noise import Generator, randn
 from .objective import per_sample_loss, q_sample
 from .resize import upsample
-from .samplers import get_sampler, time_grid
+from .samplers import SAMPLERS, TIME_GRIDS, get_sampler, time_grid
 from .schedules import Schedule
 from .thresholding import make_x0_fn
 
@@ -35,6 +36,13 @@ class SamplingOptions:
     dynamic_percentile: float | None = None
     aug_level: float | None = None
     time_grid: str | None = None
+
+    def as_dict(self) -> dict:
+        """JSON-able settings (a guidance schedule over t is recorded as its name)."""
+        out = {f: getattr(self, f) for f in self.__dataclass_fields__}
+        if callable(self.guidance_scale):
+            out["guidance_scale"] = getattr(self.guidance_scale, "__name__", "schedule")
+        return out
 
 
 @dataclass(frozen=True)
@@ -82,6 +90,23 @@ class Stage(nn.Module):
     def resolution(self) -> int:
         return self.config.resolution
 
+    def resolve_options(self, options: SamplingOptions = SamplingOptions()) -> SamplingOptions:
+        """`options` with every `None` replaced by the stage's configured default (aug_level: None for the
+        base stage) and every value checked; ValueError naming the bad one. Cheap: call it for all stages
+        before sampling any, so a bad option fails before minutes of work."""
+        defaults, aug = self.config.sampler, self.config.noise_aug
+        pick = lambda value, default: default if value is None else value  # noqa: E731
+        resolved = SamplingOptions(
+            guidance_scale=pick(options.guidance_scale, defaults.guidance_scale),
+            num_steps=pick(options.num_steps, defaults.num_steps),
+            sampler=pick(options.sampler, defaults.name),
+            thresholding=pick(options.thresholding, defaults.thresholding),
+            dynamic_percentile=pick(options.dynamic_percentile, defaults.dynamic_percentile),
+            aug_level=pick(options.aug_level, aug.sample_level) if self.config.is_super_resolution else None,
+            time_grid=pick(options.time_grid, defaults.time_grid))
+        _check_options(resolved)
+        return resolved
+
     def training_loss(self, images: torch.Tensor, text_embeds: torch.Tensor | None, text_mask: torch.Tensor | None,
                       noise: TrainingNoise, lowres: torch.Tensor | None = None) -> torch.Tensor:
         """Per-sample diffusion loss, shape (B,). images (B, 3, R, R) in [-1, 1]; lowres (B, 3, r, r) for SR
@@ -113,8 +138,7 @@ class Stage(nn.Module):
         """Images (B, 3, R, R) in [-1, 1]. `generator` is one per image (batch-independent results) or one
         for the batch; `lowres` (B, 3, r, r) is the previous stage's output (SR stages); `negative` the
         (embeds, mask) of a negative prompt, replacing the null condition in guidance."""
-        defaults = self.config.sampler
-        pick = lambda value, default: default if value is None else value  # noqa: E731
+        defaults, options = self.config.sampler, self.resolve_options(options)
         batch = text_embeds.shape[0] if text_embeds is not None else lowres.shape[0]
         device = next(self.net.parameters()).device
         size = self.resolution
@@ -123,20 +147,37 @@ class Stage(nn.Module):
         if self.config.is_super_resolution:
             if lowres is None:
                 raise ValueError(f"the {size} px SR stage needs the previous stage's images")
-            level = fixed_levels(batch, pick(options.aug_level, self.config.noise_aug.sample_level), device)
+            level = fixed_levels(batch, options.aug_level, device)
             eps = randn((batch, 3, size, size), generator, device=device)
             aug = noise_augment(upsample(lowres.to(device), size), level, self.schedule, eps)
             condition = Condition(text_embeds, text_mask, None, aug, level)
         negative_condition = None
         if negative is not None:
             negative_condition = Condition(negative[0], negative[1], None, condition.lowres, condition.lowres_level)
-        denoise = guided(self.denoiser, condition, pick(options.guidance_scale, defaults.guidance_scale),
-                         negative_condition)
-        sampler = get_sampler(pick(options.sampler, defaults.name), eta=defaults.eta, order=defaults.order)
-        grid = time_grid(pick(options.time_grid, defaults.time_grid), pick(options.num_steps, defaults.num_steps),
-                         self.schedule)
-        x0_fn = make_x0_fn(pick(options.thresholding, defaults.thresholding),
-                           pick(options.dynamic_percentile, defaults.dynamic_percentile))
+        denoise = guided(self.denoiser, condition, options.guidance_scale, negative_condition)
+        sampler = get_sampler(options.sampler, eta=defaults.eta, order=defaults.order)
+        grid = time_grid(options.time_grid, options.num_steps, self.schedule)
+        x0_fn = make_x0_fn(options.thresholding, options.dynamic_percentile)
         images = sampler(denoise, x_T, grid, schedule=self.schedule, x0_fn=x0_fn, generator=generator,
                          callback=callback)
         return images.clamp(-1.0, 1.0)
+
+
+def _check_options(options: SamplingOptions) -> None:
+    def choice(value, valid, what):
+        if value not in valid:
+            raise ValueError(f"unknown {what} {value!r}; valid: {', '.join(valid)}")
+
+    choice(options.sampler, SAMPLERS, "sampler")
+    choice(options.thresholding, THRESHOLDING_MODES, "thresholding")
+    choice(options.time_grid, TIME_GRIDS, "time grid")
+    steps = options.num_steps
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"number of sampling steps must be an integer >= 1, got {steps!r}")
+    if not 0.0 < options.dynamic_percentile <= 1.0:
+        raise ValueError(f"dynamic thresholding percentile must be in (0, 1], got {options.dynamic_percentile}")
+    if options.aug_level is not None and not 0.0 <= options.aug_level <= 1.0:
+        raise ValueError(f"augmentation level must be in [0, 1], got {options.aug_level}")
+    scale = options.guidance_scale
+    if not callable(scale) and not (isinstance(scale, (int, float)) and math.isfinite(scale)):
+        raise ValueError(f"guidance scale must be a finite number (or a function of t), got {scale!r}")
