@@ -1,0 +1,108 @@
+"""`imagen-train`: train the stages of a cascade (one after the other, each resumable) and export a model
+that `imagen-sample --model OUTPUT` loads directly. Works under `accelerate launch` for many processes."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from configs import STAGE_NAMES, load_config, preset_names, to_json
+
+EPILOG = """examples:
+  imagen-train --config shapes-tiny --output runs/tiny                 # the CPU demo cascade, all stages
+  imagen-train --config shapes-tiny --output runs/tiny --stage base --max-steps 200
+  imagen-train --output runs/tiny --resume                             # continue after an interruption
+  imagen-train --config my.toml --output runs/mine --data photos/ --set base.train.lr=3e-4
+  accelerate launch --num_processes 2 -m trainers.cli --config shapes-tiny --output runs/ddp --stage base
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="imagen-train", description=__doc__, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help=f"preset name ({', '.join(preset_names())}) or a .toml/.json config file; "
+                                         "optional with --resume (the run's own config is used)")
+    parser.add_argument("--output", required=True, type=Path,
+                        help="run directory: checkpoints, logs, samples and the exported model")
+    parser.add_argument("--stage", default="all", choices=[*STAGE_NAMES, "all"],
+                        help="which stage to train; 'all' trains every stage of the config in order (default)")
+    parser.add_argument("--data", help="training data: 'shapes', an image folder with same-name .txt captions, a "
+                                       ".jsonl/.csv manifest, or webdataset shards 'dir/shard-{000..009}.tar'")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set base.train.lr=3e-4 (repeatable)")
+    parser.add_argument("--max-steps", type=int, help="train each selected stage for this many steps")
+    parser.add_argument("--minutes", type=float, help="wall-clock budget per selected stage, in minutes")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --output from each stage's newest checkpoint")
+    parser.add_argument("--dry-run", action="store_true", help="print the resolved config as JSON and exit")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs still written)")
+    return parser
+
+
+def resolve(args: argparse.Namespace):
+    """The run's config with all command-line overrides applied, and the stages to train."""
+    from .run import RUN_CONFIG
+
+    saved = args.output / RUN_CONFIG
+    if args.resume and saved.is_file() and args.config is None:
+        source = saved
+    elif args.config is not None:
+        source = args.config
+    elif args.resume:
+        raise ValueError(f"nothing to resume in {args.output} (no {RUN_CONFIG}); start it with --config")
+    else:
+        raise ValueError("--config is required (a preset name or a config file) unless --resume finds a run")
+    overrides = list(args.overrides)
+    if args.data:
+        overrides.append(f"data.source={args.data}")
+    config = load_config(source, overrides)
+    stages = list(config.stages()) if args.stage == "all" else [args.stage]
+    if args.stage != "all" and args.stage not in config.stages():
+        raise ValueError(f"--stage {args.stage}: the config has no such stage (it has {', '.join(config.stages())})")
+    extra = []
+    for name in stages:
+        if args.max_steps is not None:
+            extra.append(f"{name}.train.max_steps={args.max_steps}")
+        if args.minutes is not None:
+            extra.append(f"{name}.train.max_minutes={args.minutes}")
+    if extra:
+        config = load_config(source, overrides + extra)
+    return config, stages
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config, stages = resolve(args)
+        if args.dry_run:
+            print(to_json(config))
+            return 0
+        from .run import prepare_run_dir, train_run
+        from .trainer import TrainingError
+
+        prepare_run_dir(args.output, config, args.resume)
+        results = train_run(config, args.output, stages, resume=args.resume, progress=not args.no_progress)
+    except ValueError as e:
+        print(f"imagen-train: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"imagen-train: error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 2
+    except TrainingError as e:
+        print(f"imagen-train: training stopped: {e}", file=sys.stderr)
+        return 1
+    for name, result in results.items():
+        print(f"imagen-train: {name}: stopped at step {result.step} ({result.reason})", file=sys.stderr)
+    if any(r.reason == "interrupted" for r in results.values()):
+        print(f"imagen-train: checkpoint saved; continue with: imagen-train --output {args.output} --resume",
+              file=sys.stderr)
+        return 130
+    print(f"imagen-train: model exported to {args.output}; try: imagen-sample --model {args.output} "
+          f"--prompt \"a large red circle at the center on a blue background\"", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

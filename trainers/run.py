@@ -1,0 +1,75 @@
+"""A training run: the stages of a cascade trained in order under one directory, each exported as soon as
+it is done, so the directory is always a loadable (possibly partial) model.
+
+    RUN_DIR/
+      run-config.json        the resolved RunConfig (reproduce with imagen-train --config RUN_DIR/run-config.json)
+      config.json            the exported model (imagen-sample --model RUN_DIR), EMA weights:
+      base.safetensors, sr1.safetensors, ...
+      base/ checkpoints/ metrics.jsonl tensorboard/ samples/
+      text-cache/            caption embeddings of file data sets
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from accelerate import Accelerator
+
+from configs import RunConfig, to_json
+from imagen import checkpoint
+from imagen.io import atomic_write
+from imagen.text import load_text_encoder
+
+from .trainer import StageResult, StageTrainer
+
+RUN_CONFIG = "run-config.json"
+
+
+def prepare_run_dir(run_dir: Path, config: RunConfig, resume: bool) -> None:
+    """Create the run directory and write its resolved config; refuse to mix runs."""
+    saved = run_dir / RUN_CONFIG
+    if saved.exists() and not resume:
+        raise ValueError(f"{run_dir} already holds a run; pass --resume to continue it, or choose a new --output")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(saved, to_json(config))
+
+
+def train_run(config: RunConfig, run_dir: Path, stages: list[str], *, resume: bool, max_steps: int | None = None,
+              accelerator: Accelerator | None = None, progress: bool = True) -> dict[str, StageResult]:
+    """Train `stages` in order (resuming each from its newest checkpoint when `resume`), exporting after each.
+    Stops early, with everything saved, if a stage is interrupted."""
+    accelerator = accelerator or Accelerator(mixed_precision=_mixed_precision(config, stages))
+    encoder = load_text_encoder(config.text, device=accelerator.device)
+    results: dict[str, StageResult] = {}
+    for name in stages:
+        trainer = StageTrainer(config, name, run_dir / name, accelerator, encoder, cache_dir=run_dir / "text-cache",
+                               progress=progress)
+        if resume:
+            trainer.resume()
+        result = trainer.fit(max_steps)
+        results[name] = result
+        if accelerator.is_main_process:
+            export(run_dir, config, encoder.identity, {name: result.ema_state})
+        accelerator.wait_for_everyone()
+        if result.reason == "interrupted":
+            break
+    return results
+
+
+def export(run_dir: Path, config: RunConfig, text_identity: dict, weights: dict) -> None:
+    """(Re)write the exported model in `run_dir` with `weights` plus the stages exported before."""
+    previous = {}
+    model_config = run_dir / checkpoint.CONFIG_FILE
+    if model_config.is_file():
+        for name in json.loads(model_config.read_text(encoding="utf-8")).get("stages", []):
+            if name not in weights and (run_dir / f"{name}.safetensors").is_file():
+                previous[name] = checkpoint.load_stage_weights(run_dir / f"{name}.safetensors")
+    checkpoint.write_model(run_dir, config, text_identity, {**previous, **weights})
+
+
+def _mixed_precision(config: RunConfig, stages: list[str]) -> str:
+    modes = {config.stages()[n].train.mixed_precision for n in stages}
+    if len(modes) > 1:
+        raise ValueError(f"stages trained in one process must share train.mixed_precision, got {sorted(modes)}")
+    return modes.pop()
