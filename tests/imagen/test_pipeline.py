@@ -1,0 +1,193 @@
+"""The cascade as a library object (imagen.pipeline.Imagen) on the tiny random-weight cascade of conftest."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+
+from imagen.pipeline import resolve_device
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+PROMPTS = ["a small red circle at the top left on a blue background", "a large green square",
+           "two triangles"]
+ATOL = 1e-4  # batched and unbatched convolutions may round differently
+
+
+def test_generate_runs_every_stage_in_order_with_its_resolution(tiny_pipe):
+    out = tiny_pipe.generate(PROMPTS[:2], seed=0, progress=False)
+    assert list(out) == ["base", "sr1", "sr2"]
+    for name, size in (("base", 16), ("sr1", 32), ("sr2", 64)):
+        assert out[name].shape == (2, 3, size, size)
+        assert out[name].dtype == torch.float32
+        assert float(out[name].abs().max()) <= 1.0
+    assert not torch.equal(out["sr2"][0], out["sr2"][1])
+
+
+def test_an_image_does_not_depend_on_its_batch_or_chunking(tiny_pipe):
+    batch = tiny_pipe.generate(PROMPTS, seed=7, progress=False)
+    chunked = tiny_pipe.generate(PROMPTS, seed=7, max_batch_size=2, progress=False)
+    for i, prompt in enumerate(PROMPTS):
+        alone = tiny_pipe.generate([prompt], seed=7 + i, progress=False)
+        for name in batch:
+            torch.testing.assert_close(alone[name][0], batch[name][i], atol=ATOL, rtol=0)
+            torch.testing.assert_close(chunked[name][i], batch[name][i], atol=ATOL, rtol=0)
+
+
+def test_num_images_per_prompt_gives_consecutive_seeds(tiny_pipe):
+    many = tiny_pipe.generate([PROMPTS[0]], seed=3, num_images_per_prompt=2, progress=False, stop_at_stage=2)
+    for k in range(2):
+        one = tiny_pipe.generate([PROMPTS[0]], seed=3 + k, progress=False, stop_at_stage=2)
+        torch.testing.assert_close(one["sr1"][0], many["sr1"][k], atol=ATOL, rtol=0)
+    assert not torch.allclose(many["sr1"][0], many["sr1"][1])
+
+
+def test_same_seed_same_images_other_seed_other_images(tiny_pipe):
+    a = tiny_pipe.generate([PROMPTS[0]], seed=1, progress=False, stop_at_stage=1)["base"]
+    b = tiny_pipe.generate([PROMPTS[0]], seed=1, progress=False, stop_at_stage=1)["base"]
+    c = tiny_pipe.generate([PROMPTS[0]], seed=2, progress=False, stop_at_stage=1)["base"]
+    assert torch.equal(a, b)
+    assert (a - c).abs().max() > 0.1
+
+
+def test_stop_at_stage_by_number_or_name_returns_the_same_early_images(tiny_pipe):
+    full = tiny_pipe.generate([PROMPTS[0]], seed=4, progress=False)
+    by_number = tiny_pipe.generate([PROMPTS[0]], seed=4, stop_at_stage=2, progress=False)
+    by_name = tiny_pipe.generate([PROMPTS[0]], seed=4, stop_at_stage="base", progress=False)
+    assert list(by_number) == ["base", "sr1"] and list(by_name) == ["base"]
+    torch.testing.assert_close(by_number["sr1"], full["sr1"])
+    torch.testing.assert_close(by_name["base"], full["base"])
+    for bad in (0, 4, "sr3"):
+        with pytest.raises(ValueError, match="stop_at_stage"):
+            tiny_pipe.generate([PROMPTS[0]], stop_at_stage=bad, progress=False)
+
+
+@pytest.mark.parametrize("mode", ["static", "dynamic"])
+def test_thresholding_keeps_every_x0_prediction_in_bounds(tiny_pipe, mode):
+    stage = tiny_pipe.stages["base"]
+    embeds, mask = tiny_pipe.encode_prompts(PROMPTS[:2])
+    seen = {}
+
+    def record(mode_):
+        def callback(i, t, x, x0):
+            seen.setdefault(mode_, []).append(float(x0.abs().max()))
+        return callback
+
+    from imagen.stage import SamplingOptions
+
+    for mode_ in (mode, "none"):
+        options = SamplingOptions(guidance_scale=20.0, num_steps=3, thresholding=mode_)
+        out = stage.sample(embeds, mask, torch.Generator().manual_seed(0), options, callback=record(mode_))
+        assert float(out.abs().max()) <= 1.0
+    assert max(seen[mode]) <= 1.0 + 1e-6
+    assert max(seen["none"]) > 1.0  # guidance 20 does push x0 out of range: thresholding had work to do
+
+
+def test_guidance_scale_changes_the_images_and_is_per_stage(tiny_pipe):
+    kwargs = {"seed": 0, "progress": False, "stop_at_stage": 2}
+    one = tiny_pipe.generate([PROMPTS[0]], guidance_scale=1.0, **kwargs)
+    five = tiny_pipe.generate([PROMPTS[0]], guidance_scale=5.0, **kwargs)
+    assert (one["base"] - five["base"]).abs().max() > 1e-2
+    # per stage: only sr1's scale differs, so the base images are identical and the sr1 ones are not
+    a = tiny_pipe.generate([PROMPTS[0]], guidance_scale=[5.0, 1.0], **kwargs)
+    b = tiny_pipe.generate([PROMPTS[0]], guidance_scale=[5.0, 8.0], **kwargs)
+    assert torch.equal(a["base"], b["base"]) and torch.equal(a["base"], five["base"])
+    assert (a["sr1"] - b["sr1"]).abs().max() > 1e-2
+
+
+def test_negative_prompt_replaces_the_null_condition(tiny_pipe):
+    kwargs = {"seed": 0, "progress": False, "stop_at_stage": 1}
+    plain = tiny_pipe.generate([PROMPTS[0]], guidance_scale=5.0, **kwargs)["base"]
+    negative = tiny_pipe.generate([PROMPTS[0]], guidance_scale=5.0, negative_prompt="red", **kwargs)["base"]
+    assert (plain - negative).abs().max() > 1e-2
+    # guidance 1 is the conditional model alone: the negative prompt plays no part
+    a = tiny_pipe.generate([PROMPTS[0]], guidance_scale=1.0, **kwargs)["base"]
+    b = tiny_pipe.generate([PROMPTS[0]], guidance_scale=1.0, negative_prompt="red", **kwargs)["base"]
+    assert torch.equal(a, b)
+    # one negative prompt per prompt, or one for all
+    two = tiny_pipe.generate(PROMPTS[:2], guidance_scale=5.0, negative_prompt=["red", "blue"], **kwargs)["base"]
+    torch.testing.assert_close(two[0], negative[0], atol=ATOL, rtol=0)
+    with pytest.raises(ValueError, match="negative prompts"):
+        tiny_pipe.generate(PROMPTS[:3], negative_prompt=["red", "blue"], **kwargs)
+
+
+def test_aug_level_is_per_sr_stage_and_leaves_the_base_alone(tiny_pipe):
+    kwargs = {"seed": 0, "progress": False}
+    low = tiny_pipe.generate([PROMPTS[0]], aug_level=[0.0, 0.1], **kwargs)
+    high = tiny_pipe.generate([PROMPTS[0]], aug_level=[0.9, 0.1], **kwargs)
+    assert torch.equal(low["base"], high["base"])
+    assert (low["sr1"] - high["sr1"]).abs().max() > 1e-2
+    options = tiny_pipe.sampling_options(aug_level=[0.0, 0.3])
+    assert (options["base"].aug_level, options["sr1"].aug_level, options["sr2"].aug_level) == (None, 0.0, 0.3)
+    with pytest.raises(ValueError, match="super-resolution stages"):
+        tiny_pipe.sampling_options(aug_level=[0.1, 0.2, 0.3])
+    with pytest.raises(ValueError, match="augmentation level"):
+        tiny_pipe.sampling_options(aug_level=1.5)
+
+
+def test_sampling_options_fill_defaults_and_take_one_value_per_stage_or_per_stage_run(tiny_pipe):
+    options = tiny_pipe.sampling_options()
+    config = tiny_pipe.config
+    assert options["base"].num_steps == config.base.sampler.num_steps
+    assert options["sr1"].guidance_scale == config.sr1.sampler.guidance_scale
+    assert options["sr2"].aug_level == config.sr2.noise_aug.sample_level
+    per_stage = tiny_pipe.sampling_options(num_steps=[4, 3, 2], sampler=["ddpm", "ddim", "dpm++"])
+    assert [o.num_steps for o in per_stage.values()] == [4, 3, 2]
+    assert [o.sampler for o in per_stage.values()] == ["ddpm", "ddim", "dpm++"]
+    run_two = tiny_pipe.sampling_options(num_steps=[4, 3], stop_at_stage=2)
+    assert list(run_two) == ["base", "sr1"] and run_two["sr1"].num_steps == 3
+    with pytest.raises(ValueError, match="num_steps has 2 values but this model has 3 stages"):
+        tiny_pipe.sampling_options(num_steps=[4, 3])
+
+
+@pytest.mark.parametrize("option, good, bad, match", [
+    ("sampler", "ddpm", "euler", "unknown sampler 'euler'"),
+    ("thresholding", "static", "soft", "unknown thresholding"),
+    ("time_grid", "uniform", "cosine", "unknown time grid"),
+    ("num_steps", 2, 0, "steps"),
+    ("dynamic_percentile", 0.9, 1.5, "percentile"),
+    ("guidance_scale", 1.0, float("nan"), "guidance scale"),
+])
+def test_bad_options_fail_before_any_sampling(tiny_pipe, option, good, bad, match, monkeypatch):
+    def no_sampling(*args, **kwargs):
+        raise AssertionError("sampled before checking the options")
+
+    for stage in tiny_pipe.stages.values():
+        monkeypatch.setattr(stage, "sample", no_sampling)
+    # a bad value for the last stage only fails before the base stage runs
+    with pytest.raises(ValueError, match=match):
+        tiny_pipe.generate([PROMPTS[0]], **{option: [good, good, bad]}, progress=False)
+
+
+def test_call_returns_pil_images_of_the_last_stage_run(tiny_pipe):
+    images = tiny_pipe(PROMPTS[:2], seed=0, stop_at_stage=2, progress=False)
+    assert [type(i) for i in images] == [Image.Image, Image.Image]
+    assert images[0].size == (32, 32) and images[0].mode == "RGB"
+    tensor = tiny_pipe(PROMPTS[:2], seed=0, stop_at_stage=2, progress=False, output_type="tensor")
+    assert tensor.shape == (2, 3, 32, 32)
+    import numpy as np
+
+    expected = ((tensor[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+    assert np.array_equal(np.asarray(images[0]), expected)
+
+
+@pytest.mark.parametrize("prompts", [[], [1, 2]])
+def test_bad_prompts(tiny_pipe, prompts):
+    with pytest.raises(ValueError, match="prompts"):
+        tiny_pipe.generate(prompts, progress=False)
+
+
+def test_resolve_device():
+    assert resolve_device(None) == torch.device("cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+    expected = "cuda" if torch.cuda.is_available() else None
+    if expected is None:
+        mps = getattr(torch.backends, "mps", None)
+        expected = "mps" if mps is not None and mps.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+    with pytest.raises(ValueError, match="unknown device"):
+        resolve_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            resolve_device("cuda:0")
