@@ -31,6 +31,28 @@ SWEEP_AXES = {"aug-level": ("aug_level", float), "guidance-scale": ("guidance_sc
 MIN_GRID_CELL, MAX_GRID_CELL = 128, 512
 
 
+DESCRIPTION = """\
+Generate images from text with a saved Imagen cascade (base stage, then super-resolution stages).
+Per-stage options take one value for every stage, or one per stage in cascade order
+(--aug-level: one per super-resolution stage); unset ones keep the model's configured values."""
+EPILOG = f"""\
+outputs:
+  --out DIR gets NNN.png (final stage) for image N = p * K + k (prompt p, copy k of K = --num-images),
+  drawn with seed --seed + N; also grid.png (--grid), STAGE/NNN.png for the earlier stages (--all-stages),
+  or sweep.png and sweep_NNN.png (--sweep). Every image PNG has the text chunks 'prompt' and 'settings'
+  (JSON: model, seed, every stage's options). An image does not depend on the rest of its batch: re-run
+  one with its prompt alone and --seed set to its seed.
+
+sweep:
+  --sweep AXIS=V1,V2,... [AXIS=...] renders one image per value (one axis: a row; two: rows x columns)
+  for one prompt and seed, as a labelled grid. Axes: {", ".join(SWEEP_AXES)}.
+  AXIS@STAGE changes that stage only, a bare AXIS every stage it applies to. The paper's sweep (64 -> 256 px):
+    imagen-sample --model M --prompt TEXT --stop-at-stage 2 \\
+                  --sweep aug-level=0,0.1,0.2,0.3 guidance-scale@sr1=1,3,5,8
+
+exit status: 0 on success, 2 on a usage error (bad model, option, prompt or output path)."""
+
+
 class UsageError(ValueError):
     """A user error: exit 2 with its one-line message."""
 
@@ -43,20 +65,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Generate images from text with a saved Imagen cascade (base 64 px, then super-resolution "
-                    "stages). Per-stage options take one value for every stage or one per stage, in cascade "
-                    "order (--aug-level: one per super-resolution stage).",
-        epilog="Outputs: --out DIR gets NNN.png (final stage) for image N (prompt p, copy k: N = p * "
-               "num_images + k; seed = --seed + N), plus grid.png with --grid, sweep.png with --sweep, and "
-               "STAGE/NNN.png per earlier stage with --all-stages. Each PNG has text chunks 'prompt' and "
-               "'settings' (JSON). An image is the same whatever else is in the batch: re-run one with "
-               "--seed (its seed) and its prompt alone.\n"
-               "Sweep: --sweep AXIS=V1,V2,... [AXIS=...] renders one image per value (two axes: rows x columns) "
-               "for one prompt and seed, as a labelled grid. Axes: " + ", ".join(SWEEP_AXES) + "; AXIS@STAGE "
-               "(e.g. guidance-scale@sr1=1,3,5,8) changes that stage only, a bare AXIS every stage it applies "
-               "to. The paper's sweep: --stop-at-stage 2 --sweep aug-level=0,0.1,0.2,0.3 "
-               "guidance-scale@sr1=1,3,5,8.\n"
-               "Exit status: 0 on success, 2 on a usage error (bad model, option or prompt).")
+        description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument("--model", required=True, metavar="NAME_OR_DIR",
                         help="a shipped model name, a directory written by save_pretrained / imagen-train, or a "
                              "Hugging Face hub name already in the local cache (nothing is downloaded)")
@@ -267,36 +276,39 @@ class Run:
             self.save(args.out if self.single_png else self.directory / "grid.png", grid)
 
     def sweep(self, axes: list[SweepAxis]) -> None:
+        """One image per value (one axis: a row; two: rows = the first axis, columns = the second), same
+        prompt and seed, as a labelled grid."""
         from .pipeline import to_pil
 
-        rows = axes[0].values
-        columns = axes[1].values if len(axes) == 2 else (None,)
+        row_axis, column_axis = (axes[0], axes[1]) if len(axes) == 2 else (None, axes[0])
+        rows = row_axis.values if row_axis else (None,)
         cells, prompt, names = [], self.prompts[0], list(self.options)
         for r, row_value in enumerate(rows):
-            for c, column_value in enumerate(columns):
-                options = self._swept_options(axes, (row_value, column_value))
-                kwargs = _as_generate_kwargs(options, self.pipe)
-                final = to_pil(self.generate([prompt], self.args.seed, 1, **kwargs)[names[-1]])[0]
-                cells.append(final)
+            for c, column_value in enumerate(column_axis.values):
+                chosen = ([(row_axis, row_value)] if row_axis else []) + [(column_axis, column_value)]
+                options = self._swept_options(chosen)
+                final = to_pil(self.generate([prompt], self.args.seed, 1, **_as_generate_kwargs(options))[names[-1]])
+                cells.append(final[0])
                 if not self.single_png:
-                    index = r * len(columns) + c
+                    index = r * len(column_axis.values) + c
                     settings = self.settings(options, names[-1], prompt, self.args.seed, index)
-                    settings["sweep"] = {a.label: v for a, v in zip(axes, (row_value, column_value), strict=False)}
-                    self.save(self.directory / f"sweep_{index:03d}.png", final, prompt, settings)
-        row_titles = [f"{axes[0].label}={v}" for v in rows]
-        column_titles = [f"{axes[1].label}={v}" for v in columns] if len(axes) == 2 else None
-        grid = _grid(cells, columns=len(columns), row_titles=row_titles, column_titles=column_titles,
+                    settings["sweep"] = {axis.label: value for axis, value in chosen}
+                    self.save(self.directory / f"sweep_{index:03d}.png", final[0], prompt, settings)
+        grid = _grid(cells, columns=len(column_axis.values),
+                     row_titles=[f"{row_axis.label}={v}" for v in rows] if row_axis else None,
+                     column_titles=[f"{column_axis.label}={v}" for v in column_axis.values],
                      title=f"{prompt} (seed {self.args.seed})")
         self.save(self.args.out if self.single_png else self.directory / "sweep.png", grid)
 
-    def _swept_options(self, axes: list[SweepAxis], values: tuple) -> dict:
+    def _swept_options(self, chosen: list[tuple[SweepAxis, Any]]) -> dict:
         """The resolved options with the sweep's values put in (each axis: its stage, or every stage it
         applies to)."""
         from dataclasses import replace
 
         options = dict(self.options)
-        for axis, value in zip(axes, values, strict=False):
+        for axis, value in chosen:
             field = SWEEP_AXES[axis.option][0]
+            value = percentiles([value])[0] if field == "dynamic_percentile" else value
             if axis.stage is not None and axis.stage not in options:
                 raise UsageError(f"--sweep {axis.label}: no stage {axis.stage!r} in this run "
                                  f"({', '.join(options)})")
@@ -314,15 +326,16 @@ class Run:
         return options
 
     def summary(self) -> str:
-        grids = [p for p in self.written if p.name in ("grid.png", "sweep.png")]
         if self.single_png:
             return f"{PROG}: wrote {self.args.out}"
-        images = len(self.written) - len(grids)
-        more = f" and {', '.join(p.name for p in grids)}" if grids else ""
-        return f"{PROG}: wrote {images} image(s){more} to {self.directory}/"
+        grids = [p.name for p in self.written if p.parent == self.directory and p.name in ("grid.png", "sweep.png")]
+        finals = sum(p.parent == self.directory for p in self.written) - len(grids)
+        earlier = len(self.written) - finals - len(grids)
+        parts = [f"{finals} image(s)"] + ([f"{earlier} of earlier stages"] if earlier else []) + grids
+        return f"{PROG}: wrote {', '.join(parts)} to {self.directory}/"
 
 
-def _as_generate_kwargs(options: dict, pipe) -> dict:
+def _as_generate_kwargs(options: dict) -> dict:
     """Per-stage lists of resolved options, as `generate` takes them."""
     names = list(options)
     kwargs = {field: [getattr(options[n], field) for n in names]

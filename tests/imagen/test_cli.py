@@ -1,0 +1,203 @@
+"""imagen-sample, in process, on the tiny saved cascade of conftest."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import imagen.pipeline
+from imagen import cli
+from imagen.eval.sources import png_prompt
+from imagen.samplers import SAMPLERS, TIME_GRIDS
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+PROMPT = "a small red circle at the top left on a blue background"
+
+
+@pytest.fixture(autouse=True)
+def _shared_text_encoder(tiny_pipe, monkeypatch):
+    """Every run reuses the session's T5 instead of loading it again (the slow part of a tiny run)."""
+    monkeypatch.setattr(imagen.pipeline, "load_text_encoder", lambda config, device=None: tiny_pipe.text_encoder)
+
+
+@pytest.fixture
+def run(tiny_model_dir, capsys):
+    """run(*args) -> (exit status, stdout, stderr) of imagen-sample --model <tiny model> --steps 2 args."""
+    def invoke(*args, model=True):
+        argv = (["--model", str(tiny_model_dir), "--steps", "2"] if model else []) + [str(a) for a in args]
+        status = cli.main(argv)
+        out, err = capsys.readouterr()
+        return status, out, err
+    return invoke
+
+
+def _pixels(path):
+    return np.asarray(Image.open(path).convert("RGB"), dtype=np.int16)
+
+
+def test_choices_match_the_library():
+    assert set(cli.SAMPLER_CHOICES) == set(SAMPLERS)
+    assert set(cli.TIME_GRID_CHOICES) == set(TIME_GRIDS)
+
+
+def test_help_explains_every_flag(capsys):
+    assert cli.main(["--help"]) == 0
+    text = capsys.readouterr().out
+    for flag in ("--model", "--prompt", "--prompts-file", "--guidance-scale", "--steps", "--sampler",
+                 "--thresholding", "--dynamic-percentile", "--aug-level", "--seed", "--num-images",
+                 "--stop-at-stage", "--out", "--grid", "--negative-prompt", "--device", "--time-grid",
+                 "--max-batch-size", "--sweep", "--all-stages"):
+        assert flag in text, flag
+    assert "exit status" in text.lower()
+
+
+def test_writes_one_png_per_image_with_prompt_and_settings(run, tmp_path, tiny_model_dir):
+    out = tmp_path / "samples"
+    status, stdout, err = run("--prompt", PROMPT, "--prompt", "a large green square", "--num-images", 2,
+                              "--seed", 10, "--guidance-scale", 4, 3, 1, "--aug-level", 0.2, "--out", out)
+    assert status == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["000.png", "001.png", "002.png", "003.png"]
+    assert str(out) in stdout.strip().splitlines()[-1]
+    image = Image.open(out / "002.png")
+    assert image.size == (64, 64) and image.mode == "RGB"
+    assert image.text["prompt"] == "a large green square"
+    assert png_prompt(out / "002.png") == "a large green square"  # what imagen-eval reads
+    settings = json.loads(image.text["settings"])
+    assert settings["seed"] == 12 and settings["index"] == 2 and settings["stage"] == "sr2"
+    assert settings["model"] == str(tiny_model_dir) and settings["resolution"] == 64
+    assert list(settings["stages"]) == ["base", "sr1", "sr2"]
+    assert [s["guidance_scale"] for s in settings["stages"].values()] == [4.0, 3.0, 1.0]
+    assert [s["aug_level"] for s in settings["stages"].values()] == [None, 0.2, 0.2]
+    assert {s["num_steps"] for s in settings["stages"].values()} == {2}
+    assert settings["stages"]["base"]["sampler"] == "dpm++"
+
+
+def test_an_image_is_reproduced_alone_from_its_seed(run, tmp_path):
+    status, _, err = run("--prompt", "a large green square", "--prompt", PROMPT, "--num-images", 2,
+                         "--out", tmp_path / "all", "--max-batch-size", 3, "--stop-at-stage", 2)
+    assert status == 0, err
+    status, _, err = run("--prompt", PROMPT, "--seed", 3, "--out", tmp_path / "one.png", "--stop-at-stage", 2)
+    assert status == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["all", "one.png"]
+    # batch-independent up to float rounding: at most one 8-bit level apart
+    assert np.abs(_pixels(tmp_path / "all" / "003.png") - _pixels(tmp_path / "one.png")).max() <= 1
+
+
+def test_prompts_file_negative_prompt_and_stop_at_stage(run, tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("# shapes\n\na red circle\n   \n  a blue square  \n# done\n", encoding="utf-8")
+    out = tmp_path / "out"
+    status, _, err = run("--prompts-file", prompts, "--prompt", "first", "--negative-prompt", "green",
+                         "--stop-at-stage", "base", "--out", out)
+    assert status == 0, err
+    images = sorted(out.iterdir())
+    assert [Image.open(p).text["prompt"] for p in images] == ["first", "a red circle", "a blue square"]
+    assert Image.open(images[0]).size == (16, 16)
+    settings = json.loads(Image.open(images[1]).text["settings"])
+    assert settings["negative_prompt"] == "green" and list(settings["stages"]) == ["base"]
+
+
+def test_all_stages_writes_every_stage_under_its_name(run, tmp_path):
+    out = tmp_path / "out"
+    status, _, err = run("--prompt", PROMPT, "--all-stages", "--out", out)
+    assert status == 0, err
+    assert Image.open(out / "base" / "000.png").size == (16, 16)
+    assert Image.open(out / "sr1" / "000.png").size == (32, 32)
+    assert Image.open(out / "000.png").size == (64, 64)
+    assert json.loads(Image.open(out / "sr1" / "000.png").text["settings"])["stage"] == "sr1"
+
+
+def test_grid_is_labelled_and_can_be_the_only_output(run, tmp_path):
+    out = tmp_path / "out"
+    status, _, err = run("--prompt", PROMPT, "--prompt", "a large green square", "--num-images", 2, "--grid",
+                         "--stop-at-stage", 1, "--out", out)
+    assert status == 0, err
+    grid = Image.open(out / "grid.png")
+    cell = cli.MIN_GRID_CELL  # 16 px images are shown at 128 px
+    assert 2 * cell < grid.width < 3 * cell and grid.height > 2 * cell  # 2 x 2, captions under each image
+    white = (np.asarray(grid.convert("L")) == 255).mean()
+    assert white < 0.5  # images, not an empty canvas
+    status, stdout, err = run("--prompt", PROMPT, "--num-images", 3, "--grid", "--stop-at-stage", 1,
+                              "--out", tmp_path / "grid.png")
+    assert status == 0, err
+    assert (tmp_path / "grid.png").is_file() and "grid.png" in stdout
+
+
+def test_sweep_renders_a_labelled_rows_by_columns_grid(run, tmp_path):
+    out = tmp_path / "sweep"
+    status, stdout, err = run("--prompt", PROMPT, "--stop-at-stage", 2, "--out", out, "--sweep",
+                              "aug-level=0,0.5", "guidance-scale@sr1=1,3,8")
+    assert status == 0, err
+    grid = Image.open(out / "sweep.png")
+    cell = cli.MIN_GRID_CELL  # 32 px images shown at 128 px: 2 rows x 3 columns plus titles
+    assert 3 * cell < grid.width < 4 * cell + 100 and 2 * cell < grid.height < 3 * cell
+    cells = sorted(out.glob("sweep_*.png"))
+    assert len(cells) == 6
+    settings = json.loads(Image.open(cells[4]).text["settings"])  # row 1, column 1
+    assert settings["sweep"] == {"aug-level": 0.5, "guidance-scale@sr1": 3.0}
+    assert settings["stages"]["sr1"]["aug_level"] == 0.5 and settings["stages"]["sr1"]["guidance_scale"] == 3.0
+    assert settings["stages"]["base"]["guidance_scale"] == 5.0  # the base stage keeps its own scale
+    # a cell is the image a plain run with those options makes
+    status, _, err = run("--prompt", PROMPT, "--stop-at-stage", 2, "--aug-level", 0.5, "--guidance-scale", 5, 3,
+                         "--out", tmp_path / "plain.png")
+    assert status == 0, err
+    assert np.array_equal(_pixels(cells[4]), _pixels(tmp_path / "plain.png"))
+    assert not np.array_equal(_pixels(cells[3]), _pixels(cells[5]))  # guidance 1 vs 8
+
+
+def test_one_axis_sweep_is_one_row(run, tmp_path):
+    status, _, err = run("--prompt", PROMPT, "--stop-at-stage", 1, "--out", tmp_path / "s.png", "--sweep",
+                         "guidance-scale=1,5")
+    assert status == 0, err
+    grid = Image.open(tmp_path / "s.png")
+    assert grid.width > 2 * cli.MIN_GRID_CELL and grid.height < 2 * cli.MIN_GRID_CELL
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--prompt", "x", "--sampler", "euler"], "invalid choice: 'euler'"),
+    (["--prompt", "x", "--steps", 2, 2], "num_steps has 2 values but this model has 3 stages"),
+    (["--prompt", "x", "--guidance-scale", 1, 2, 3, 4], "guidance_scale has 4 values"),
+    (["--prompt", "x", "--aug-level", 2.0], r"augmentation level must be in \[0, 1\]"),
+    (["--prompts-file", "/nonexistent/prompts.txt"], "cannot read --prompts-file"),
+    (["--prompt", "   "], "prompt 1 is empty"),
+    (["--prompt", "a", "--prompt", "b", "--out", "x.png"], "is one .png but this run makes 2 images"),
+    (["--prompt", "x", "--num-images", 0], "--num-images must be >= 1"),
+    (["--prompt", "x", "--stop-at-stage", 5], "stop_at_stage must be between 1 and 3"),
+    (["--prompt", "x", "--sweep", "colour=1,2"], "--sweep 'colour=1,2': expected AXIS=V1,V2"),
+    (["--prompt", "x", "--sweep", "aug-level=low,high"], "values must be comma-separated floats"),
+    (["--prompt", "x", "--sweep", "steps=1", "seed=2", "aug-level=0"], "one or two axes"),
+    (["--prompt", "x", "--sweep", "aug-level@base=0,1"], "base is not a super-resolution stage"),
+    (["--prompt", "x", "--prompt", "y", "--sweep", "aug-level=0,1"], "one prompt and seed"),
+    (["--prompt", "x", "--device", "tpu"], "unknown device 'tpu'"),
+    ([], "no prompt"),
+])
+def test_user_errors_exit_2_with_one_line(run, args, match, tmp_path, monkeypatch):
+    import re
+
+    monkeypatch.chdir(tmp_path)
+    status, stdout, err = run(*args)
+    assert status == 2
+    assert err.count("\n") == 1 and err.startswith("imagen-sample: error: "), err
+    assert re.search(match, err), err
+    assert "Traceback" not in err and not list(tmp_path.glob("*.png"))
+
+
+def test_bad_model_exits_2_with_one_line(run, tmp_path):
+    status, _, err = run("--model", tmp_path / "missing", "--prompt", "x", model=False)
+    assert status == 2 and err.count("\n") == 1
+    assert "no model" in err and "missing" in err
+    status, _, err = run("--prompt", "x", model=False)
+    assert status == 2 and err.count("\n") == 1 and "--model" in err
+
+
+def test_unavailable_gpu_is_a_user_error(run):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is present")
+    status, _, err = run("--prompt", "x", "--device", "cuda")
+    assert status == 2 and "no CUDA GPU" in err and err.count("\n") == 1
