@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from imagen.io import fsync_dir
@@ -103,7 +104,7 @@ def load_checkpoint(path: str | Path) -> tuple[int, dict]:
     try:
         document = json.loads((path / STATE).read_text(encoding="utf-8"))
         tensors = load_file(str(path / TENSORS))
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, KeyError, SafetensorError) as e:
         raise ValueError(f"checkpoint {path} cannot be read ({e}); delete it to resume from the one before") from None
     return int(document["step"]), unflatten(document["state"], tensors)
 

@@ -166,8 +166,24 @@ class StageTrainer:
         return StageResult(self.step, reason, self.ema_weights())
 
     def _train_step(self, batch: dict) -> tuple[torch.Tensor, float]:
-        """One optimizer step on a global batch (this process's rows, in micro-batches). Returns the loss
-        averaged over all processes and the gradient norm; on a non-finite loss nothing is updated."""
+        """One optimizer step on a global batch. Returns the loss averaged over all processes and the gradient
+        norm; on a non-finite loss nothing is updated."""
+        loss = self.accumulate_gradients(batch)
+        if not torch.isfinite(loss):
+            self.optimizer.zero_grad(set_to_none=True)
+            return loss, float("nan")
+        grad_norm = float("nan")
+        if self.train.grad_clip > 0:
+            grad_norm = float(self.acc.clip_grad_norm_(self.model.parameters(), self.train.grad_clip))
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.ema.update()
+        return loss, grad_norm
+
+    def accumulate_gradients(self, batch: dict) -> torch.Tensor:
+        """Forward and backward of this process's rows of the global batch, in micro-batches, with the noise
+        of step `self.step`; gradients end up averaged over processes. Returns the mean loss over all."""
         device = self.acc.device
         generator = torch.Generator(device).manual_seed(step_seed(self.train.seed, self.step))
         torch.manual_seed(step_seed(self.train.seed + 1, self.step))  # dropout and other global draws
@@ -187,18 +203,7 @@ class StageTrainer:
                                   None if lowres is None else lowres[rows]).mean() / micro_steps
                 self.acc.backward(loss)
             total += loss.detach()
-        total = self.acc.reduce(total, reduction="mean")
-        if not torch.isfinite(total):
-            self.optimizer.zero_grad(set_to_none=True)
-            return total, float("nan")
-        grad_norm = float("nan")
-        if self.train.grad_clip > 0:
-            grad_norm = float(self.acc.clip_grad_norm_(self.model.parameters(), self.train.grad_clip))
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.ema.update()
-        return total, grad_norm
+        return self.acc.reduce(total, reduction="mean")
 
     # -- outputs -------------------------------------------------------------------------------------
     def ema_weights(self) -> dict[str, torch.Tensor]:

@@ -1,0 +1,58 @@
+import json
+
+import pytest
+
+from trainers.cli import main
+
+
+def _run(argv, capsys):
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_dry_run_prints_the_resolved_config(tmp_path, capsys):
+    code, out, _ = _run(["--config", "shapes-tiny", "--output", str(tmp_path / "r"), "--dry-run",
+                         "--set", "base.train.lr=3e-4", "--max-steps", "7", "--stage", "base"], capsys)
+    assert code == 0
+    config = json.loads(out)
+    assert config["base"]["train"]["lr"] == 3e-4 and config["base"]["train"]["max_steps"] == 7
+    assert config["sr1"]["train"]["max_steps"] != 7  # only the selected stage
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--config", "shapes-tinyy"], "unknown preset 'shapes-tinyy'"),
+    (["--config", "shapes-tiny", "--set", "base.train.lrr=1"], "unknown config key 'base.train.lrr'"),
+    (["--config", "imagen-sr-256", "--stage", "base"], "--stage base: the config has no such stage"),
+    (["--config", "shapes-tiny", "--data", "/no/such/folder"], "/no/such/folder"),
+    (["--resume"], "nothing to resume"),
+    ([], "--config is required"),
+])
+def test_bad_arguments_exit_2_with_one_line(tmp_path, capsys, argv, message):
+    code, _, err = _run([*argv, "--output", str(tmp_path / "r")], capsys)
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("imagen-train: error: ") and message in err
+
+
+def test_trains_exports_and_resumes(tmp_path, capsys, tiny_overrides):
+    sets = [x for o in tiny_overrides for x in ("--set", o)]
+    code, _, err = _run(["--config", "shapes-tiny", "--output", str(tmp_path), *sets, "--max-steps", "2",
+                         "--no-progress"], capsys)
+    assert code == 0, err
+    assert "model exported to" in err and (tmp_path / "base.safetensors").is_file()
+    code, _, err = _run(["--config", "shapes-tiny", "--output", str(tmp_path), "--no-progress"], capsys)
+    assert code == 2 and "already holds a run" in err
+    code, _, err = _run(["--output", str(tmp_path), "--resume", "--max-steps", "3", "--no-progress"], capsys)
+    assert code == 0, err
+    assert "base: stopped at step 3 (max_steps)" in err
+
+
+def test_help_explains_every_flag(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--config", "--output", "--stage", "--data", "--set", "--max-steps", "--minutes", "--resume",
+                 "--dry-run"):
+        assert flag in out
