@@ -306,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", choices=sorted(OURS), help=argparse.SUPPRESS)
     ap.add_argument("--overrides", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    defaults = (1, 2, 3, 1) if args.quick else (2, 5, 5, 2)  # rounds, steps, forwards, warmup
+    defaults = (1, 2, 2, 1) if args.quick else (2, 5, 5, 2)  # rounds, steps, forwards, warmup
     for name, value in zip(("rounds", "steps", "forwards", "warmup"), defaults, strict=True):
         if getattr(args, name) is None:
             setattr(args, name, value)
