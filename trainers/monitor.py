@@ -39,7 +39,11 @@ class Monitor:
 
         self.dir.mkdir(parents=True, exist_ok=True)
         self.writer = SummaryWriter(str(self.dir / "tensorboard"))
-        self.metrics = open(self.dir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+        path = self.dir / "metrics.jsonl"
+        torn = path.is_file() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
+        self.metrics = open(path, "a", encoding="utf-8")  # noqa: SIM115
+        if torn:  # a run killed mid-line: end that line so the records after it stay parseable
+            self.metrics.write("\n")
         unit_total = total if not budget_s else None
         self.bar = tqdm(total=unit_total, initial=start, desc=f"train {name}", unit="step", disable=not progress,
                         dynamic_ncols=True)

@@ -4,7 +4,6 @@ of a tiny base stage and save them (averaged over processes) from the main proce
 import sys
 from pathlib import Path
 
-import torch
 from accelerate import Accelerator
 from safetensors.torch import save_file
 
