@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 demo: install
-	$(PY) bench/samplers.py --quick
+	HF_HUB_OFFLINE=1 $(PY) scripts/demo.py
 
 test: install
 	$(VENV)/bin/ruff check .

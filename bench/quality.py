@@ -1,0 +1,129 @@
+"""Caption compliance of a trained cascade on held-out shapes prompts, judged on the pixels (`imagen.eval`).
+
+    python bench/quality.py --model runs/shapes [--quick] [--sections default,steps,guidance,sr] [--plot out.png]
+
+Sections:
+  default   every stage with its default sampling (DPM-Solver++, guidance 5, dynamic thresholding), one- and
+            two-object prompts, plus SR sharpness against bicubic upsampling of the base output
+  steps     base compliance vs number of steps per sampler (DDPM 250 as the reference)
+  guidance  base compliance vs guidance scale, static vs dynamic thresholding (the paper's figure 4 analog)
+  sr        SR aug level x guidance sweep (first SR stage)
+Prints one JSON object as its last line: {"base64": {attribute: accuracy on one-object prompts, ...,
+"two_objects": {...}}, "sr256": {..., "sharpness_vs_bicubic"}, "sr1024": ..., "sweeps": ...}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import emit, machine  # noqa: E402
+from imagen import Imagen  # noqa: E402
+from imagen.eval import compare_to_bicubic  # noqa: E402
+from imagen.eval.model import held_out_prompts, model_compliance  # noqa: E402
+
+ATTRIBUTES = ("background", "object_color", "position", "shape", "size", "overall", "object_found")
+
+
+def _scores(summary: dict, group: str = "one_object") -> dict:
+    return {k: summary[group][k] for k in ATTRIBUTES if summary[group].get(k) is not None}
+
+
+def default_section(pipe: Imagen, count: int, two_count: int) -> dict:
+    one = held_out_prompts(count)
+    two = held_out_prompts(two_count, objects=2)
+    started = time.perf_counter()
+    outputs = pipe.generate(one + two, seed=0, max_batch_size=16, progress=False)
+    seconds = time.perf_counter() - started
+    from imagen.eval import evaluate
+
+    result = {"prompts": {"one_object": len(one), "two_objects": len(two)}, "seconds": round(seconds, 1)}
+    names = list(outputs)
+    for i, name in enumerate(names):
+        images = outputs[name]
+        summary = evaluate(images, one + two)
+        key = ("sr" if i else "base") + str(images.shape[-1])
+        result[key] = {**_scores(summary), "two_objects": _scores(summary, "two_objects")}
+        if i:
+            ratios = [compare_to_bicubic(hi, lo)["ratio"] for hi, lo in zip(images[:8], outputs[names[i - 1]][:8],
+                                                                              strict=True)]
+            result[key]["sharpness_vs_bicubic"] = round(sum(ratios) / len(ratios), 3)
+    return result
+
+
+def steps_section(pipe: Imagen, count: int, quick: bool) -> list[dict]:
+    prompts = held_out_prompts(count)
+    grid = [("dpm++", 10), ("dpm++", 25), ("ddim", 25), ("ddim", 50), ("ddpm", 250)]
+    if not quick:
+        grid = [("dpm++", 5), *grid[:2], ("dpm++", 50), ("ddim", 10), *grid[2:], ("ddpm", 50), ("ddpm", 100)]
+    rows = []
+    for sampler, steps in grid:
+        summary = model_compliance(pipe, prompts, stop_at_stage="base", sampler=sampler, num_steps=steps)["base"]
+        rows.append({"sampler": sampler, "steps": steps, **_scores(summary)})
+        print(rows[-1], file=sys.stderr, flush=True)
+    return rows
+
+
+def guidance_section(pipe: Imagen, count: int, quick: bool) -> list[dict]:
+    prompts = held_out_prompts(count)
+    scales = [1.0, 3.0, 5.0, 8.0] if quick else [1.0, 2.0, 3.0, 5.0, 8.0, 12.0, 20.0]
+    rows = []
+    for thresholding in ("static", "dynamic"):
+        for scale in scales:
+            summary = model_compliance(pipe, prompts, stop_at_stage="base", guidance_scale=scale,
+                                       thresholding=thresholding)["base"]
+            rows.append({"guidance": scale, "thresholding": thresholding, **_scores(summary)})
+            print(rows[-1], file=sys.stderr, flush=True)
+    return rows
+
+
+def sr_section(pipe: Imagen, count: int, quick: bool) -> list[dict]:
+    names = list(pipe.stages)
+    if len(names) < 2:
+        return []
+    prompts = held_out_prompts(count)
+    rows = []
+    for aug in ([0.0, 0.2] if quick else [0.0, 0.1, 0.2, 0.3]):
+        for scale in ([1.0, 5.0] if quick else [1.0, 3.0, 5.0, 8.0]):
+            summary = model_compliance(pipe, prompts, stop_at_stage=2, aug_level=aug,
+                                       guidance_scale=[None, scale])[names[1]]
+            rows.append({"aug_level": aug, "guidance": scale, **_scores(summary)})
+            print(rows[-1], file=sys.stderr, flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="a trained model: shipped name, directory or run directory")
+    parser.add_argument("--quick", action="store_true", help="few prompts and settings (a smoke run)")
+    parser.add_argument("--sections", default="default", help="comma-separated: default,steps,guidance,sr")
+    parser.add_argument("--prompts", type=int, help="held-out one-object prompts per setting (default 48, quick 8)")
+    args = parser.parse_args(argv)
+    torch.manual_seed(0)
+    pipe = Imagen.from_pretrained(args.model)
+    count = args.prompts or (8 if args.quick else 48)
+    result: dict = {"model": str(args.model), "machine": machine()}
+    sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    if "default" in sections:
+        result.update(default_section(pipe, count, max(2, count // 3)))
+    sweeps = {}
+    if "steps" in sections:
+        sweeps["steps"] = steps_section(pipe, count, args.quick)
+    if "guidance" in sections:
+        sweeps["guidance"] = guidance_section(pipe, count, args.quick)
+    if "sr" in sections:
+        sweeps["sr"] = sr_section(pipe, count, args.quick)
+    if sweeps:
+        result["sweeps"] = sweeps
+    emit(result)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
