@@ -23,13 +23,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .io import atomic_write
 from .text import TextEncoder, parse_dtype
 
 FORMAT = 1
@@ -189,11 +189,11 @@ class TextEmbeddingCache:
         offsets = torch.cumsum(torch.tensor([0] + [e.shape[0] for _, e in rows]), 0)
         data = save({"embeds": torch.cat([e for _, e in rows]).contiguous(), "offsets": offsets},
                     metadata={"captions": json.dumps([c for c, _ in rows], ensure_ascii=False)})
-        _atomic_write(self.path / name, data)
+        atomic_write(self.path / name, data)
         shards = [*self._shards, {"file": name, "count": len(rows), "bytes": len(data)}]
         index = {"format": FORMAT, "key": self.key, "identity": self._identity, "embed_dim": self.encoder.embed_dim,
                  "storage_dtype": str(self.storage_dtype).removeprefix("torch."), "shards": shards}
-        _atomic_write(self.path / INDEX, (json.dumps(index, indent=1, ensure_ascii=False) + "\n").encode())
+        atomic_write(self.path / INDEX, (json.dumps(index, indent=1, ensure_ascii=False) + "\n").encode())
         self._shards = shards
         for i, (caption, _) in enumerate(rows):
             entries[caption] = (len(shards) - 1, int(offsets[i]), int(offsets[i + 1]))
@@ -233,19 +233,3 @@ def _pad(rows: list[torch.Tensor], dim: int, dtype: torch.dtype) -> tuple[torch.
         embeds[i, :row.shape[0]] = row
         mask[i, :row.shape[0]] = True
     return embeds, mask
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that readers see the old file or the whole new one, never a part."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    with contextlib.suppress(OSError):  # make the rename itself durable (POSIX; not possible everywhere)
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)

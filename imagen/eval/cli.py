@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
-import tempfile
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import NoReturn
@@ -25,6 +23,7 @@ from PIL import Image
 from imagen.eval.compliance import ATTRIBUTES, Judgement, analyze, summarize
 from imagen.eval.sharpness import compare_to_bicubic, sharpness
 from imagen.eval.sources import Item, SourceError, collect
+from imagen.io import atomic_write
 from imagen.shapes import parse_caption
 
 PROG = "imagen-eval"
@@ -121,15 +120,7 @@ def _table(title: str, summary: dict) -> list[str]:
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    """Atomic write: a temp file in the same directory, fsynced, then renamed over `path`."""
-    directory = path.parent if str(path.parent) else Path(".")
-    with tempfile.NamedTemporaryFile("w", dir=directory, prefix=f".{path.name}.", suffix=".tmp",
-                                     delete=False, encoding="utf-8") as handle:
-        json.dump(payload, handle, indent=2)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(handle.name, path)
+    atomic_write(path, json.dumps(payload, indent=2) + "\n")
 
 
 def _fail(message: str) -> int:

@@ -148,7 +148,7 @@ def test_interrupted_build_leaves_a_valid_cache_that_a_rerun_completes(encoder, 
 def test_crash_mid_write_is_harmless(encoder, tmp_path, monkeypatch, crash_on_write):
     """A process killed while writing leaves a partial temp file and maybe an unindexed shard: readers
     ignore both, and the next build cleans up and completes."""
-    real_write, writes = text_cache._atomic_write, []
+    real_write, writes = text_cache.atomic_write, []
 
     def dying_write(path, data):
         writes.append(path.name)
@@ -158,10 +158,10 @@ def test_crash_mid_write_is_harmless(encoder, tmp_path, monkeypatch, crash_on_wr
             raise KeyboardInterrupt("killed mid-write")
         real_write(path, data)
 
-    monkeypatch.setattr(text_cache, "_atomic_write", dying_write)
+    monkeypatch.setattr(text_cache, "atomic_write", dying_write)
     with pytest.raises(KeyboardInterrupt):
         TextEmbeddingCache(tmp_path, encoder, shard_size=5).build(CAPTIONS)
-    monkeypatch.setattr(text_cache, "_atomic_write", real_write)
+    monkeypatch.setattr(text_cache, "atomic_write", real_write)
     survivor = TextEmbeddingCache(tmp_path, encoder, shard_size=5)
     kept = len(survivor)
     assert kept == (5 if crash_on_write == 4 else 0)
