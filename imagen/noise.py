@@ -1,5 +1,7 @@
 """Seeded Gaussian noise. A list of generators gives each sample its own stream, so a sample does not
-depend on the batch it is drawn in (the pipeline's per-image seeds rely on this)."""
+depend on the batch it is drawn in (the pipeline's per-image seeds rely on this). Besides torch generators,
+the per-sample entries may be any noise source with `randn(shape, device=, dtype=)` (the interpolation mode's
+slerped noise, imagen.editing.interpolate)."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ def randn(shape: Sequence[int], generator: Generator = None, *, device=None,
     if len(generator) != shape[0]:
         raise ValueError(f"got {len(generator)} generators for a batch of {shape[0]}")
     return torch.stack([torch.randn(tuple(shape[1:]), generator=g, device=device, dtype=dtype)
+                        if isinstance(g, torch.Generator) else g.randn(tuple(shape[1:]), device=device, dtype=dtype)
                         for g in generator])
 
 

@@ -81,10 +81,11 @@ class Imagen(nn.Module):
                  aug_level: float | Sequence[float] | None = None, time_grid: PerStage = None, seed: int = 0,
                  num_images_per_prompt: int = 1, negative_prompt: str | Sequence[str] | None = None,
                  stop_at_stage: int | str | None = None, max_batch_size: int | None = None,
-                 progress: bool = True) -> dict[str, torch.Tensor]:
+                 progress: bool = True, edit: Any = None) -> dict[str, torch.Tensor]:
         """Run the cascade; returns every stage's images, {stage name: (N, 3, R, R) in [-1, 1]}. Per-stage
         arguments take one value for all stages or a sequence with one per stage run (`aug_level`: one per SR
-        stage run). `None` keeps each stage's configured default. Image i uses seed `seed + i`."""
+        stage run). `None` keeps each stage's configured default. Image i uses seed `seed + i`. `edit`: an
+        imagen.editing edit applied to every stage (what `img2img` and `inpaint` pass)."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         if not prompts or not all(isinstance(p, str) for p in prompts):
             raise ValueError("prompts must be a non-empty list of strings")
@@ -95,22 +96,37 @@ class Imagen(nn.Module):
         options = self.sampling_options(guidance_scale=guidance_scale, num_steps=num_steps, sampler=sampler,
                                         thresholding=thresholding, dynamic_percentile=dynamic_percentile,
                                         aug_level=aug_level, time_grid=time_grid, stop_at_stage=stop_at_stage)
-        names = list(options)
         negatives = _negative_prompts(negative_prompt, len(prompts))
         prompts = [p for p in prompts for _ in range(num_images_per_prompt)]
         embeds, mask = self.encode_prompts(prompts)
         negative = None
         if negatives is not None:
             negative = self.encode_prompts([n for n in negatives for _ in range(num_images_per_prompt)])
-        seeds = [seed + i for i in range(len(prompts))]
+        return self.generate_from_embeddings(embeds, mask, seeds=[seed + i for i in range(len(prompts))],
+                                             options=options, negative=negative, edit=edit,
+                                             max_batch_size=max_batch_size, progress=progress)
+
+    @torch.no_grad()
+    def generate_from_embeddings(self, text_embeds: torch.Tensor, text_mask: torch.Tensor, *, seeds: Sequence[Any],
+                                 options: dict[str, SamplingOptions] | None = None,
+                                 negative: tuple[torch.Tensor, torch.Tensor] | None = None, edit: Any = None,
+                                 max_batch_size: int | None = None, progress: bool = True) -> dict[str, torch.Tensor]:
+        """Run the cascade on given text embeddings (B, L, D) and mask (B, L) (as `encode_prompts` returns
+        them; the editing modes mix them); returns {stage name: (B, 3, R, R) in [-1, 1]}. `seeds`: one per
+        image, an int or a noise source with `.generator(offset, device)` (imagen.editing.interpolate.SlerpSeeds);
+        `options`: from `sampling_options` (default: every stage with its defaults); `negative`: (embeds, mask)
+        replacing the null condition; `edit`: an imagen.editing edit (img2img, inpainting) applied to every stage."""
+        options = self.sampling_options() if options is None else options
+        if len(seeds) != text_embeds.shape[0]:
+            raise ValueError(f"got {len(seeds)} seeds for {text_embeds.shape[0]} images")
         outputs: dict[str, torch.Tensor] = {}
         previous = None
-        for name in names:
+        for name in options:
             stage = self.stages[name]
             if stage.config.is_super_resolution and previous is None:
                 raise ValueError(f"stage {name} is super-resolution and needs a previous stage in this cascade")
-            outputs[name] = self._sample_stage(name, stage, embeds, mask, negative, previous, seeds, options[name],
-                                               max_batch_size or len(prompts), progress)
+            outputs[name] = self._sample_stage(name, stage, text_embeds, text_mask, negative, previous, list(seeds),
+                                               options[name], max_batch_size or len(seeds), progress, edit)
             previous = outputs[name]
         return outputs
 
@@ -157,10 +173,11 @@ class Imagen(nn.Module):
         return names[:stop_at_stage]
 
     def _sample_stage(self, name: str, stage: Stage, embeds, mask, negative, previous, seeds, options, chunk,
-                      progress) -> torch.Tensor:
+                      progress, edit=None) -> torch.Tensor:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=options.num_steps * ((len(seeds) + chunk - 1) // chunk), desc=f"{name} {stage.resolution}px",
+        steps = options.num_steps if edit is None else edit.num_steps(stage, options)
+        bar = tqdm(total=steps * ((len(seeds) + chunk - 1) // chunk), desc=f"{name} {stage.resolution}px",
                    disable=not progress, leave=False, unit="step")
         # each image's generator draws the stage's noise in the same order whatever the batch: the stage seed
         # is offset so stages draw independent noise
@@ -169,12 +186,19 @@ class Imagen(nn.Module):
         for start in range(0, len(seeds), chunk):
             rows = slice(start, start + chunk)
             neg = None if negative is None else (negative[0][rows], negative[1][rows])
-            pieces.append(stage.sample(
-                embeds[rows], mask[rows], generators([s + offset for s in seeds[rows]], self.device), options,
-                lowres=None if previous is None else previous[rows], negative=neg,
-                callback=lambda *_: bar.update(1)))
+            run = stage.prepare(embeds[rows], mask[rows], _generators(seeds[rows], offset, self.device), options,
+                                lowres=None if previous is None else previous[rows], negative=neg)
+            callback = lambda *_: bar.update(1)  # noqa: E731
+            pieces.append(run.run(callback=callback) if edit is None else edit.sample(stage, run, rows, callback))
         bar.close()
         return torch.cat(pieces)
+
+
+def _generators(seeds: Sequence[Any], offset: int, device: torch.device) -> list:
+    """One noise generator per image for the stage whose seeds are offset by `offset`: ints are seeds, other
+    objects make their own (`seed.generator(offset, device)`, e.g. interpolated noise)."""
+    return [s.generator(offset, device) if hasattr(s, "generator") else generators([int(s) + offset], device)[0]
+            for s in seeds]
 
 
 def _per_stage(value: Any, choices: tuple[list[str], list[str]], name: str, what: str,

@@ -138,6 +138,15 @@ class Stage(nn.Module):
         """Images (B, 3, R, R) in [-1, 1]. `generator` is one per image (batch-independent results) or one
         for the batch; `lowres` (B, 3, r, r) is the previous stage's output (SR stages); `negative` the
         (embeds, mask) of a negative prompt, replacing the null condition in guidance."""
+        return self.prepare(text_embeds, text_mask, generator, options, lowres, negative).run(callback=callback)
+
+    @torch.no_grad()
+    def prepare(self, text_embeds: torch.Tensor | None, text_mask: torch.Tensor | None, generator: Generator,
+                options: SamplingOptions = SamplingOptions(), lowres: torch.Tensor | None = None,
+                negative: tuple[torch.Tensor, torch.Tensor] | None = None) -> SamplingRun:
+        """Everything `sample` does before the sampler runs, as a `SamplingRun` (arguments as for `sample`):
+        the editing modes (imagen.editing) change where it starts and what the denoiser sees, then run it.
+        The noise is drawn in the same order as `sample` draws it: x_T first, then the SR augmentation noise."""
         defaults, options = self.config.sampler, self.resolve_options(options)
         batch = text_embeds.shape[0] if text_embeds is not None else lowres.shape[0]
         device = next(self.net.parameters()).device
@@ -154,12 +163,36 @@ class Stage(nn.Module):
         negative_condition = None
         if negative is not None:
             negative_condition = Condition(negative[0], negative[1], None, condition.lowres, condition.lowres_level)
-        denoise = guided(self.denoiser, condition, options.guidance_scale, negative_condition)
-        sampler = get_sampler(options.sampler, eta=defaults.eta, order=defaults.order)
-        grid = time_grid(options.time_grid, options.num_steps, self.schedule)
-        x0_fn = make_x0_fn(options.thresholding, options.dynamic_percentile)
-        images = sampler(denoise, x_T, grid, schedule=self.schedule, x0_fn=x0_fn, generator=generator,
-                         callback=callback)
+        return SamplingRun(
+            denoise=guided(self.denoiser, condition, options.guidance_scale, negative_condition),
+            sampler=get_sampler(options.sampler, eta=defaults.eta, order=defaults.order),
+            timesteps=time_grid(options.time_grid, options.num_steps, self.schedule),
+            x_T=x_T, x0_fn=make_x0_fn(options.thresholding, options.dynamic_percentile), schedule=self.schedule,
+            generator=generator)
+
+
+@dataclass(frozen=True)
+class SamplingRun:
+    """One stage's sampling, set up and ready to run (`Stage.prepare`): the guided `denoise(x_t, t) -> x0`,
+    the sampler with its options bound, the decreasing time grid, the initial noise x_T (B, 3, R, R), the
+    thresholding `x0_fn`, the schedule and the generator(s) the sampler draws from."""
+
+    denoise: Callable
+    sampler: Callable
+    timesteps: torch.Tensor
+    x_T: torch.Tensor
+    x0_fn: Callable | None
+    schedule: Schedule
+    generator: Generator
+
+    def run(self, x: torch.Tensor | None = None, timesteps: torch.Tensor | None = None,
+            denoise: Callable | None = None, callback: Callable | None = None) -> torch.Tensor:
+        """Images (B, 3, R, R) clamped to [-1, 1], sampled from `x` (default x_T) along `timesteps` (default the
+        whole grid; a grid starting below t = 1 continues from a partly noised x) with `denoise` (default the
+        guided denoiser; the editing modes wrap it)."""
+        images = self.sampler(self.denoise if denoise is None else denoise, self.x_T if x is None else x,
+                              self.timesteps if timesteps is None else timesteps, schedule=self.schedule,
+                              x0_fn=self.x0_fn, generator=self.generator, callback=callback)
         return images.clamp(-1.0, 1.0)
 
 
