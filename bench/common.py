@@ -7,8 +7,14 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_PEER_PYTHON = ROOT / ".anchors" / "imagen-pytorch" / "bin" / "python"  # imagen-pytorch 2.1.0's venv
+DEFAULT_HARNESS = ROOT.parent / "shared" / "anchors" / "imagen_pytorch_bench.py"  # its offline set-up
 
 
 def machine(threads: int | None = None) -> dict:
@@ -59,3 +65,53 @@ def reset_peak_rss() -> None:
 def emit(result: dict) -> None:
     """Print the result as one JSON object on the last line of stdout."""
     print(json.dumps(result), flush=True)
+
+
+def worker_env(threads: int) -> dict:
+    """The environment of a benchmark worker: offline, `threads` OpenMP threads, warnings off."""
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONWARNINGS": "ignore",
+            "OMP_NUM_THREADS": str(threads)}
+
+
+def spawn_json(cmd: Sequence[str], what: str, threads: int, log: Path | None = None) -> dict:
+    """Run a worker process (in ROOT) and return the JSON object on the last `{`-line of its stdout. With
+    `log`, its stdout and stderr go to that file as they come (long runs); otherwise they are captured.
+    Raises RuntimeError naming `what`, the exit status and the end of its output when it fails."""
+    cmd = [str(c) for c in cmd]
+    if log is None:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=worker_env(threads), cwd=str(ROOT))
+        out, tail = proc.stdout, proc.stderr[-3000:] or proc.stdout[-3000:]
+    else:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "a", encoding="utf-8") as handle:
+            handle.write(f"$ {' '.join(cmd)}\n")
+            handle.flush()
+            proc = subprocess.run(cmd, stdout=handle, stderr=subprocess.STDOUT, text=True, env=worker_env(threads),
+                                  cwd=str(ROOT))
+        out = log.read_text(encoding="utf-8", errors="replace")
+        tail = f"(log: {log})\n" + out[-3000:]
+    lines = [line for line in out.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"{what} failed (exit {proc.returncode}): {' '.join(cmd)}\n{tail}")
+    return json.loads(lines[-1])
+
+
+def check_peer(peer_python: str | Path, harness: str | Path) -> None:
+    """Exit with one clear line when the peer's venv or the anchor harness is missing."""
+    if not Path(peer_python).exists():
+        raise SystemExit(f"error: peer python {peer_python} not found; build it with ../shared/anchors/setup.sh "
+                         "or pass --peer-python")
+    if not Path(harness).exists():
+        raise SystemExit(f"error: anchor harness {harness} not found; pass --harness")
+
+
+def peer_offline(harness: str | Path):
+    """In the peer's venv: load the anchor harness (HF_HUB_OFFLINE, a throw-away HF cache, sockets refused)
+    and run its `offline_setup`, so `imagen_pytorch` imports without the network. Returns the harness module."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("anchor_harness", str(harness))
+    anchor = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(anchor)
+    anchor.offline_setup([])
+    return anchor
