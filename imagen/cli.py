@@ -4,6 +4,11 @@
     imagen-sample --model shapes --prompts-file prompts.txt --num-images 4 --guidance-scale 5 4 1 --grid
     imagen-sample --model shapes --prompt "..." --stop-at-stage 2 --sweep aug-level=0,0.1,0.2,0.3 \\
                   guidance-scale@sr1=1,3,5,8
+    imagen-sample --model shapes --prompt "..." --init-image in.png --mask mask.png      # inpainting
+    imagen-sample --model shapes --prompt "..." --interpolate-to "..." --frames 8 --gif  # interpolation
+
+Editing and exploring (--init-image, --mask, --outpaint, --interpolate-*, --text-diff) live in
+imagen.editing.cli.
 
 Writes one PNG per image (`000.png`, `001.png`, ... in --out, or --out itself when it names one .png), each
 carrying the PNG text chunks `prompt` (read by imagen-eval) and `settings` (JSON: model, stage, seed and
@@ -48,9 +53,8 @@ sweep:
   for one prompt and seed, as a labelled grid. Axes: {", ".join(SWEEP_AXES)}.
   AXIS@STAGE changes that stage only, a bare AXIS every stage it applies to. The paper's sweep (64 -> 256 px):
     imagen-sample --model M --prompt TEXT --stop-at-stage 2 \\
-                  --sweep aug-level=0,0.1,0.2,0.3 guidance-scale@sr1=1,3,5,8
-
-exit status: 0 on success, 2 on a usage error (bad model, option, prompt or output path)."""
+                  --sweep aug-level=0,0.1,0.2,0.3 guidance-scale@sr1=1,3,5,8"""
+EXIT_STATUS = "exit status: 0 on success, 2 on a usage error (bad model, option, prompt, image or output path)."
 
 
 class UsageError(ValueError):
@@ -63,9 +67,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .editing import cli as editing_cli
+
     parser = _Parser(
         prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=DESCRIPTION, epilog=EPILOG)
+        description=DESCRIPTION, epilog="\n\n".join([EPILOG, editing_cli.EPILOG, EXIT_STATUS]))
     parser.add_argument("--model", required=True, metavar="NAME_OR_DIR",
                         help="a shipped model name, a directory written by save_pretrained / imagen-train, or a "
                              "Hugging Face hub name already in the local cache (nothing is downloaded)")
@@ -103,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="stop after stage K (1 = base only; a number or a stage name: base, sr1, sr2)")
     sampling.add_argument("--sweep", nargs="+", metavar="AXIS=V,V,...",
                           help="render a labelled grid over one or two axes for one prompt and seed (see below)")
+    editing_cli.add_arguments(parser)
     run = parser.add_argument_group("output and device")
     run.add_argument("--out", type=Path, default=Path("samples"), metavar="DIR_OR_PNG",
                      help="output directory (default: samples), or a .png path for a single image (with --grid "
@@ -168,8 +175,11 @@ def read_prompts(args: argparse.Namespace) -> list[str]:
     return [p.strip() for p in prompts]
 
 
-def check_arguments(args: argparse.Namespace, prompts: list[str], sweep: list[SweepAxis]) -> None:
-    """Everything that can be checked before the model is loaded."""
+def check_arguments(args: argparse.Namespace, prompts: list[str], sweep: list[SweepAxis]):
+    """Everything that can be checked before the model is loaded; returns the checked image inputs of an
+    image edit (imagen.editing.cli.ImageInputs) or None."""
+    from .editing import cli as editing_cli
+
     if args.num_images < 1:
         raise UsageError(f"--num-images must be >= 1, got {args.num_images}")
     if args.max_batch_size is not None and args.max_batch_size < 1:
@@ -179,9 +189,11 @@ def check_arguments(args: argparse.Namespace, prompts: list[str], sweep: list[Sw
     single_png = args.out.suffix.lower() == ".png"
     if single_png and args.all_stages:
         raise UsageError("--all-stages writes several files: give --out a directory")
-    if single_png and not (args.grid or sweep) and len(prompts) * args.num_images != 1:
+    strip = editing_cli.mode(args) in ("interpolate", "text-diff")
+    if single_png and not (args.grid or sweep or strip) and len(prompts) * args.num_images != 1:
         raise UsageError(f"--out {str(args.out)!r} is one .png but this run makes {len(prompts) * args.num_images} "
                          "images: give a directory, or add --grid")
+    return editing_cli.check(args, prompts, sweep)
 
 
 def percentiles(values: list[float] | None) -> list[float] | None:
@@ -223,10 +235,13 @@ def write_png(path: Path, image, prompt: str | None = None, settings: dict | Non
 class Run:
     """One invocation: the loaded pipe, the resolved options and where the files go."""
 
-    def __init__(self, args: argparse.Namespace, pipe, prompts: list[str]):
+    def __init__(self, args: argparse.Namespace, pipe, prompts: list[str], image_inputs=None):
+        from .editing import cli as editing_cli
+
         self.args, self.pipe, self.prompts = args, pipe, prompts
         self.kwargs = sampling_kwargs(args)
         self.options = pipe.sampling_options(**self.kwargs)  # checks every option before any sampling
+        self.edit, self.edit_settings = editing_cli.image_edit(args, pipe, image_inputs)
         self.single_png = args.out.suffix.lower() == ".png"
         self.directory = args.out.parent if self.single_png else args.out
         self.written: list[Path] = []
@@ -234,7 +249,8 @@ class Run:
     def settings(self, options: dict, stage: str, prompt: str, seed: int, index: int) -> dict:
         """What made an image of `stage`: the model, prompt, seed and the options of every stage up to it."""
         names = list(options)[: list(options).index(stage) + 1]
-        return {"model": self.args.model, "prompt": prompt, "negative_prompt": self.args.negative_prompt,
+        edit = {"edit": self.edit_settings} if self.edit_settings else {}
+        return {**edit, "model": self.args.model, "prompt": prompt, "negative_prompt": self.args.negative_prompt,
                 "seed": seed, "index": index, "stage": stage, "resolution": self.pipe.stages[stage].resolution,
                 "device": str(self.pipe.device), "text_encoder": self.pipe.config.text.name,
                 "stages": {name: {"resolution": self.pipe.stages[name].resolution, **options[name].as_dict()}
@@ -244,7 +260,7 @@ class Run:
         kwargs = {**self.kwargs, **overrides}
         return self.pipe.generate(prompts, seed=seed, num_images_per_prompt=num_images,
                                   negative_prompt=self.args.negative_prompt,
-                                  max_batch_size=self.args.max_batch_size, **kwargs)
+                                  max_batch_size=self.args.max_batch_size, edit=self.edit, **kwargs)
 
     def save(self, path: Path, image, prompt: str | None = None, settings: dict | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -384,21 +400,25 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     prompts = read_prompts(args)
     sweep = parse_sweep(args.sweep) if args.sweep else []
-    check_arguments(args, prompts, sweep)
+    image_inputs = check_arguments(args, prompts, sweep)
+    from .editing import cli as editing_cli
     from .pipeline import Imagen, resolve_device
 
     device = resolve_device(args.device)
     pipe = Imagen.from_pretrained(args.model, device=device)
-    run = Run(args, pipe, prompts)
+    run = Run(args, pipe, prompts, image_inputs)
     try:
         (run.directory if not run.single_png else run.args.out.parent).mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UsageError(f"cannot create the output directory {str(run.directory)!r}: {e.strerror or e}") from None
+    explore = editing_cli.mode(args) in ("interpolate", "text-diff")
     if sweep:
         run.sweep(sweep)
+    elif explore:
+        editing_cli.run(run, editing_cli.mode(args))
     else:
         run.sample()
-    print(run.summary())
+    print(editing_cli.summary(run) if explore else run.summary())
     return 0
 
 

@@ -113,7 +113,7 @@ class Imagen(nn.Module):
                                  max_batch_size: int | None = None, progress: bool = True) -> dict[str, torch.Tensor]:
         """Run the cascade on given text embeddings (B, L, D) and mask (B, L) (as `encode_prompts` returns
         them; the editing modes mix them); returns {stage name: (B, 3, R, R) in [-1, 1]}. `seeds`: one per
-        image, an int or a noise source with `.generator(offset, device)` (imagen.editing.interpolate.SlerpSeeds);
+        image, an int or a noise source with `.generator(offset, device)` (imagen.editing.interpolation.SlerpSeeds);
         `options`: from `sampling_options` (default: every stage with its defaults); `negative`: (embeds, mask)
         replacing the null condition; `edit`: an imagen.editing edit (img2img, inpainting) applied to every stage."""
         options = self.sampling_options() if options is None else options
@@ -138,6 +138,42 @@ class Imagen(nn.Module):
             raise ValueError(f"output_type must be 'pil' or 'tensor', got {output_type!r}")
         final = list(self.generate(prompts, **kwargs).values())[-1]
         return to_pil(final) if output_type == "pil" else final
+
+    # editing and exploration (imagen.editing): each takes the arguments of `generate` too
+    def img2img(self, prompts: str | Sequence[str], image, strength: float | Sequence[float] = 0.6, **kwargs):
+        """Variations of `image` (path, PIL or (3, H, W) tensor in [-1, 1]) noised to `strength` in [0, 1]
+        (one value, or one per stage) and denoised with the prompts; see imagen.editing.image_edit."""
+        from .editing.image_edit import img2img
+
+        return img2img(self, prompts, image, strength, **kwargs)
+
+    def inpaint(self, prompts: str | Sequence[str], image, mask, *, resample_steps: int = 1, **kwargs):
+        """Regenerate the white part of `mask` (black = keep, kept exactly), with `resample_steps` RePaint
+        tries per step; see imagen.editing.image_edit."""
+        from .editing.image_edit import inpaint
+
+        return inpaint(self, prompts, image, mask, resample_steps=resample_steps, **kwargs)
+
+    def outpaint(self, prompts: str | Sequence[str], image, margins: Sequence[int], **kwargs):
+        """Extend `image` by (left, top, right, bottom) pixels to a square and fill the border."""
+        from .editing.image_edit import outpaint
+
+        return outpaint(self, prompts, image, margins, **kwargs)
+
+    def interpolate(self, prompt: str, to_prompt: str | None = None, *, seed: int = 0, to_seed: int | None = None,
+                    frames: int = 8, **kwargs):
+        """`frames` images from (prompt, seed) to (to_prompt, to_seed): slerped noise, interpolated text
+        embeddings; the ends are the plain samples. See imagen.editing.interpolation."""
+        from .editing.interpolation import interpolate
+
+        return interpolate(self, prompt, to_prompt, seed=seed, to_seed=to_seed, frames=frames, **kwargs)
+
+    def text_diff(self, prompt: str, source: str, target: str, scales: float | Sequence[float] = 1.0, **kwargs):
+        """One image per scale, conditioned on embed(prompt) + scale (embed(target) - embed(source)) at one
+        seed; see imagen.editing.prompt_diff."""
+        from .editing.prompt_diff import text_diff
+
+        return text_diff(self, prompt, source, target, scales, **kwargs)
 
     def sampling_options(self, *, guidance_scale: PerStage = None, num_steps: PerStage = None, sampler: PerStage = None,
                          thresholding: PerStage = None, dynamic_percentile: PerStage = None,
@@ -176,7 +212,7 @@ class Imagen(nn.Module):
                       progress, edit=None) -> torch.Tensor:
         from tqdm.auto import tqdm
 
-        steps = options.num_steps if edit is None else edit.num_steps(stage, options)
+        steps = options.num_steps if edit is None else edit.num_steps(name, stage, options)
         bar = tqdm(total=steps * ((len(seeds) + chunk - 1) // chunk), desc=f"{name} {stage.resolution}px",
                    disable=not progress, leave=False, unit="step")
         # each image's generator draws the stage's noise in the same order whatever the batch: the stage seed
@@ -189,7 +225,7 @@ class Imagen(nn.Module):
             run = stage.prepare(embeds[rows], mask[rows], _generators(seeds[rows], offset, self.device), options,
                                 lowres=None if previous is None else previous[rows], negative=neg)
             callback = lambda *_: bar.update(1)  # noqa: E731
-            pieces.append(run.run(callback=callback) if edit is None else edit.sample(stage, run, rows, callback))
+            pieces.append(run.run(callback=callback) if edit is None else edit.sample(name, stage, run, rows, callback))
         bar.close()
         return torch.cat(pieces)
 
