@@ -1,7 +1,7 @@
 """Seeded Gaussian noise. A list of generators gives each sample its own stream, so a sample does not
 depend on the batch it is drawn in (the pipeline's per-image seeds rely on this). Besides torch generators,
 the per-sample entries may be any noise source with `randn(shape, device=, dtype=)` (the interpolation mode's
-slerped noise, imagen.editing.interpolate)."""
+slerped noise, imagen.editing.interpolation)."""
 
 from __future__ import annotations
 
