@@ -75,6 +75,7 @@ class UNetConfig:
     # (so level i runs at resolution / 2 ** (i + 1)); False: the classic U-Net order, level i at resolution / 2 ** i
     scale_shift: bool = True  # FiLM conditioning (scale and shift) instead of an added bias
     pooled_text: bool = True  # attention-pooled text vector added to the time embedding
+    position_embedding: bool = False  # absolute pixel positions in attention (whole-image stages only)
     text_layernorm: bool = True
     gradient_checkpointing: bool = False
 
@@ -198,6 +199,9 @@ class StageConfig:
         _check(crop == 0 or not any(self.unet.self_attn),
                "train.crop_size needs a stage without self-attention (set unet.self_attn all false), "
                "so the net trained on crops runs at full size")
+        _check(crop == 0 or not self.unet.position_embedding,
+               "train.crop_size needs unet.position_embedding false: absolute positions of a crop are not "
+               "those of the full image")
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@ for rows without any), so softmax never runs over an all-masked row.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -79,6 +81,27 @@ class FeedForward(nn.Module):
         return self.net(x)
 
 
+class PositionEmbedding(nn.Module):
+    """Absolute position of every pixel for attention: sin/cos Fourier features of its normalised (x, y) in
+    [-1, 1], projected to C channels (zero-initialised). Attention is otherwise blind to where a pixel is, so
+    "at the top left" could only be read through the convolutions' zero padding. Resolution independent,
+    but absolute: only for nets that see whole images (not for SR stages trained on crops)."""
+
+    def __init__(self, channels: int, frequencies: int = 6):
+        super().__init__()
+        self.register_buffer("freqs", math.pi * 2.0 ** torch.arange(frequencies, dtype=torch.float32) / 2,
+                             persistent=False)
+        self.proj = zero_init(nn.Linear(4 * frequencies, channels))
+
+    def forward(self, h: int, w: int, like: torch.Tensor) -> torch.Tensor:
+        """(H * W, C) in the dtype and device of `like`."""
+        ys = torch.linspace(-1.0, 1.0, h, device=like.device)
+        xs = torch.linspace(-1.0, 1.0, w, device=like.device)
+        grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij"), dim=-1).reshape(-1, 2)  # (H*W, 2)
+        angles = (grid[:, :, None] * self.freqs).flatten(1)  # (H*W, 2F)
+        return self.proj(torch.cat([angles.sin(), angles.cos()], dim=1)).to(like.dtype)
+
+
 class AttentionBlock(nn.Module):
     """One transformer layer on a feature map: pre-LayerNorm self-attention (optional), cross-attention
     to the text (optional) and a feed-forward, each residual. `(B, C, H, W) -> (B, C, H, W)`.
@@ -86,9 +109,10 @@ class AttentionBlock(nn.Module):
     The identity at initialisation (every output projection is zero)."""
 
     def __init__(self, channels: int, *, context_dim: int, head_dim: int, self_attn: bool, cross_attn: bool,
-                 ff_mult: int = 2):
+                 ff_mult: int = 2, position: bool = False):
         super().__init__()
         assert self_attn or cross_attn, "an AttentionBlock needs self- or cross-attention"
+        self.position = PositionEmbedding(channels) if position else None
         self.self_norm = nn.LayerNorm(channels) if self_attn else None
         self.self_attn = SelfAttention(channels, head_dim) if self_attn else None
         self.cross_norm = nn.LayerNorm(channels) if cross_attn else None
@@ -101,10 +125,11 @@ class AttentionBlock(nn.Module):
         b, c, h, w = x.shape
         channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
         tokens = x.flatten(2).transpose(1, 2)  # (B, H*W, C); a view when x is channels_last
+        pos = self.position(h, w, tokens) if self.position is not None else 0.0  # added to the attention inputs
         if self.self_attn is not None:
-            tokens = tokens + self.self_attn(self.self_norm(tokens))
+            tokens = tokens + self.self_attn(self.self_norm(tokens) + pos)
         if self.cross_attn is not None:
-            tokens = tokens + self.cross_attn(self.cross_norm(tokens), context, mask)
+            tokens = tokens + self.cross_attn(self.cross_norm(tokens) + pos, context, mask)
         tokens = tokens + self.ff(self.ff_norm(tokens))
         out = tokens.transpose(1, 2).reshape(b, c, h, w)
         return out.contiguous(memory_format=torch.channels_last) if channels_last else out.contiguous()

@@ -41,7 +41,8 @@ class DownBlock(nn.Module):
             ResBlock(channels, channels, cfg.cond_dim, dropout=cfg.dropout, scale_shift=cfg.scale_shift,
                      scale_skip=cfg.scale_skip) for _ in range(num_res_blocks))
         self.attn = (AttentionBlock(channels, context_dim=context_dim, head_dim=cfg.head_dim, self_attn=self_attn,
-                                    cross_attn=cross_attn) if self_attn or cross_attn else None)
+                                    cross_attn=cross_attn, position=cfg.position_embedding)
+                     if self_attn or cross_attn else None)
 
     def forward(self, h: torch.Tensor, cond: torch.Tensor, context: torch.Tensor | None, mask: torch.Tensor | None,
                 checkpointing: bool = False) -> torch.Tensor:
@@ -62,7 +63,8 @@ class UpBlock(nn.Module):
             ResBlock(channels * (2 if i == 0 else 1), channels, cfg.cond_dim, dropout=cfg.dropout,
                      scale_shift=cfg.scale_shift, scale_skip=cfg.scale_skip) for i in range(num_res_blocks))
         self.attn = (AttentionBlock(channels, context_dim=context_dim, head_dim=cfg.head_dim, self_attn=self_attn,
-                                    cross_attn=cross_attn) if self_attn or cross_attn else None)
+                                    cross_attn=cross_attn, position=cfg.position_embedding)
+                     if self_attn or cross_attn else None)
         self.resample = Upsample(channels, out_channels, factor)
         self.skip_scale = SKIP_SCALE if cfg.scale_skip else 1.0
 
