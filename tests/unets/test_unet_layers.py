@@ -8,7 +8,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from unets.attention import AttentionBlock, AttentionPool, CrossAttention, SelfAttention, num_heads
+from unets.attention import (
+    AttentionBlock,
+    AttentionPool,
+    CrossAttention,
+    PositionEmbedding,
+    SelfAttention,
+    num_heads,
+)
 from unets.conditioning import NUM_NULL_TOKENS, ScalarEmbedding, TextConditioner, sinusoidal_embedding
 from unets.layers import Downsample, ResBlock, Upsample, group_count
 
@@ -146,3 +153,30 @@ def test_text_conditioner_substitutes_null_tokens():
     none = text(None, None, None, batch=2)
     torch.testing.assert_close(none.context, text.null_tokens.expand(2, -1, -1))
     torch.testing.assert_close(none.pooled, text.null_pooled.expand(2, -1))
+
+
+def test_position_embedding_is_zero_at_init_and_distinguishes_pixels():
+    pos = PositionEmbedding(16)
+    like = torch.zeros(1)
+    assert pos(4, 4, like).abs().max() == 0  # identity of the attention block at initialisation
+    torch.nn.init.normal_(pos.proj.weight, generator=torch.Generator().manual_seed(0))
+    table = pos(4, 4, like)
+    assert table.shape == (16, 16)
+    assert torch.cdist(table, table).fill_diagonal_(1.0).min() > 1e-3  # every pixel gets its own code
+    # normalised coordinates: the corners of an 8x8 grid get the codes of the corners of a 4x4 grid
+    big = pos(8, 8, like).view(8, 8, 16)
+    torch.testing.assert_close(big[0, 0], table.view(4, 4, 16)[0, 0])
+    torch.testing.assert_close(big[-1, -1], table.view(4, 4, 16)[-1, -1])
+
+
+def test_attention_block_with_positions_is_not_translation_equivariant():
+    block = AttentionBlock(8, context_dim=8, head_dim=8, self_attn=True, cross_attn=False, position=True)
+    g = torch.Generator().manual_seed(0)
+    for p in block.parameters():
+        torch.nn.init.normal_(p, std=0.5, generator=g)
+    x = torch.randn(1, 8, 4, 4, generator=g)
+    shifted = torch.roll(x, 1, dims=-1)
+    assert not torch.allclose(block(torch.roll(x, 1, dims=-1), None, None), torch.roll(block(x, None, None), 1, -1),
+                              atol=1e-4)
+    block.position = None  # without positions, self-attention + per-token layers commute with the shift
+    torch.testing.assert_close(block(shifted, None, None), torch.roll(block(x, None, None), 1, dims=-1))
