@@ -91,8 +91,6 @@ class Imagen(nn.Module):
             raise ValueError("prompts must be a non-empty list of strings")
         if num_images_per_prompt < 1:
             raise ValueError(f"num_images_per_prompt must be >= 1, got {num_images_per_prompt}")
-        if max_batch_size is not None and max_batch_size < 1:
-            raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
         options = self.sampling_options(guidance_scale=guidance_scale, num_steps=num_steps, sampler=sampler,
                                         thresholding=thresholding, dynamic_percentile=dynamic_percentile,
                                         aug_level=aug_level, time_grid=time_grid, stop_at_stage=stop_at_stage)
@@ -117,6 +115,8 @@ class Imagen(nn.Module):
         `options`: from `sampling_options` (default: every stage with its defaults); `negative`: (embeds, mask)
         replacing the null condition; `edit`: an imagen.editing edit (img2img, inpainting) applied to every stage."""
         options = self.sampling_options() if options is None else options
+        if max_batch_size is not None and max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
         if len(seeds) != text_embeds.shape[0]:
             raise ValueError(f"got {len(seeds)} seeds for {text_embeds.shape[0]} images")
         outputs: dict[str, torch.Tensor] = {}

@@ -168,8 +168,8 @@ def run(run, current: str) -> None:
 
 
 def _common(run) -> dict:
-    kwargs = {key: value for key, value in run.kwargs.items()}
-    return {**kwargs, "negative_prompt": run.args.negative_prompt, "max_batch_size": run.args.max_batch_size}
+    """The sampling options, negative prompt and batch size of the run, as the editing functions take them."""
+    return {**run.kwargs, "negative_prompt": run.args.negative_prompt, "max_batch_size": run.args.max_batch_size}
 
 
 def _interpolate(run) -> None:
@@ -228,8 +228,8 @@ def _write(run, path: Path, data: bytes) -> None:
 
 
 def summary(run) -> str:
-    files = [p for p in run.written]
-    shown = ", ".join(p.name for p in files if p.suffix == ".gif" or p.stem in ("interpolation", "text_diff"))
-    images = sum(1 for p in files if p.stem.isdigit())
-    where = run.directory if not run.single_png else run.args.out.parent
-    return f"{PROG}: wrote {images} image(s){', ' + shown if shown else ''} to {where}/"
+    """The last line of an interpolation or text-diff run: how many images, which strips, where."""
+    images = sum(p.stem.isdigit() for p in run.written)
+    extra = [p.name for p in run.written if not p.stem.isdigit()]
+    where = run.args.out.parent if run.single_png else run.directory
+    return f"{PROG}: wrote {', '.join([f'{images} image(s)'] * bool(images) + extra)} to {where}/"
