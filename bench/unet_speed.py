@@ -178,7 +178,12 @@ def run_worker(args: argparse.Namespace) -> dict:
             elapsed = time.perf_counter() - start
             if k >= args.warmup:
                 forward_times.append(elapsed)
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:  # deterministic, unlike the timings
+        call(_make_batch(torch, BATCH, res, lowres_cond, cfg_doubled=True, seed=3), False)
     return {"params": params, "step_s": step_times, "forward_s": forward_times, "peak_rss_mb": round(peak_train, 1),
+            "forward_gflop_batch4": round(counter.get_total_flops() / 1e9, 2),
             "rss_before_train_mb": round(rss_before, 1), "losses": losses, "output_finite": bool(out.isfinite().all()),
             "torch": torch.__version__, "threads": torch.get_num_threads(), "config": config}
 
@@ -222,6 +227,8 @@ def _summary(ours: dict, peer: dict) -> dict:
         "rss_ratio": round(ours["peak_rss_mb"] / peer["peak_rss_mb"], 3),
         "ours_forward_s": round(o_fwd, 4), "peer_forward_s": round(p_fwd, 4),
         "forward_speedup": round(p_fwd / o_fwd, 3),
+        "ours_forward_gflop_batch4": ours["forward_gflop_batch4"],
+        "peer_forward_gflop_batch4": peer["forward_gflop_batch4"],
         # the fastest repeat of each side: interference from other jobs only ever adds time
         "step_speedup_best": round(min(peer["step_s"]) / min(ours["step_s"]), 3),
         "forward_speedup_best": round(min(peer["forward_s"]) / min(ours["forward_s"]), 3),
@@ -273,7 +280,9 @@ def run_driver(args: argparse.Namespace) -> dict:
         t_on, t_off = statistics.median(on[what]), statistics.median(off[what])
         ablation.update({f"on_{what}": round(t_on, 4), f"off_{what}": round(t_off, 4),
                          f"{what.split('_')[0]}_speedup": round(t_off / t_on, 3)})
-    ablation.update({"on_peak_rss_mb": on["peak_rss_mb"], "off_peak_rss_mb": off["peak_rss_mb"]})
+    ablation.update({"on_peak_rss_mb": on["peak_rss_mb"], "off_peak_rss_mb": off["peak_rss_mb"],
+                     "on_forward_gflop_batch4": on["forward_gflop_batch4"],
+                     "off_forward_gflop_batch4": off["forward_gflop_batch4"]})
     result["sr256_efficient_order_ablation"] = ablation
     result["targets"] = {m: {"step_speedup>=2": result[m]["step_speedup"] >= 2.0,
                              "rss_ratio<=0.6": result[m]["rss_ratio"] <= 0.6,
