@@ -119,21 +119,25 @@ def object_box(obj: ShapeObject, side: float) -> tuple[float, float, float, floa
     return cx - half, cy - half, cx + half, cy + half
 
 
-def render(scene: Scene, resolution: int, supersample: int = 4) -> Image.Image:
-    """RGB image of the scene, antialiased by drawing at up to `supersample` x the size and box-filtering down."""
-    factor = max(1, min(supersample, 4096 // resolution))
-    side = resolution * factor
-    image = Image.new("RGB", (side, side), COLORS[scene.background])
+def render(scene: Scene, resolution: int, supersample: int = 4,
+           window: tuple[int, int, int] | None = None) -> Image.Image:
+    """RGB image of the scene at `resolution`, antialiased by drawing at up to `supersample` x the size and
+    box-filtering down. `window` = (left, top, size) renders only that square of the full image (a crop,
+    at the cost of its own pixels only)."""
+    left, top, size = window if window is not None else (0, 0, resolution)
+    factor = max(1, min(supersample, 4096 // size))
+    image = Image.new("RGB", (size * factor, size * factor), COLORS[scene.background])
     draw = ImageDraw.Draw(image)
     for obj in scene.objects:
-        left, top, right, bottom = object_box(obj, side)
+        x0, y0, x1, y1 = (factor * v for v in object_box(obj, resolution))
+        x0, x1, y0, y1 = x0 - factor * left, x1 - factor * left, y0 - factor * top, y1 - factor * top
         color = COLORS[obj.color]
         if obj.shape == "circle":
-            draw.ellipse((left, top, right, bottom), fill=color)
+            draw.ellipse((x0, y0, x1, y1), fill=color)
         elif obj.shape == "square":
-            draw.rectangle((left, top, right, bottom), fill=color)
+            draw.rectangle((x0, y0, x1, y1), fill=color)
         else:  # isosceles triangle pointing up, filling the box
-            draw.polygon([((left + right) / 2, top), (right, bottom), (left, bottom)], fill=color)
+            draw.polygon([((x0 + x1) / 2, y0), (x1, y1), (x0, y1)], fill=color)
     if factor > 1:
-        image = image.resize((resolution, resolution), Image.Resampling.BOX)
+        image = image.resize((size, size), Image.Resampling.BOX)
     return image

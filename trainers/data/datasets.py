@@ -67,6 +67,14 @@ class Target:
             return 0
         return self.crop_size * self.lowres_resolution // self.resolution if self.crop_size else self.lowres_resolution
 
+    def crop_offsets(self, rng: random.Random) -> tuple[int, int]:
+        """(top, left) of a random crop, on the low-res pixel grid; (0, 0) without a crop."""
+        if not self.crop_size or self.crop_size >= self.resolution:
+            return 0, 0
+        factor = self.resolution // self.lowres_resolution if self.lowres_resolution else 1
+        steps = (self.resolution - self.crop_size) // factor
+        return rng.randint(0, steps) * factor, rng.randint(0, steps) * factor
+
     def finish(self, image: torch.Tensor, rng: random.Random) -> dict:
         """From a full-resolution image (3, R, R): the low-res image (the whole image, antialiased down to
         `lowres_resolution`), then the random crop of both, aligned on the low-res pixel grid."""
@@ -74,8 +82,7 @@ class Target:
         crop = self.crop_size
         if crop and crop < self.resolution:
             factor = self.resolution // self.lowres_resolution if lowres is not None else 1
-            steps = (self.resolution - crop) // factor
-            top, left = rng.randint(0, steps) * factor, rng.randint(0, steps) * factor
+            top, left = self.crop_offsets(rng)
             image = image[:, top:top + crop, left:left + crop]
             if lowres is not None:
                 side = crop // factor
@@ -113,6 +120,13 @@ class MapDataset(Dataset):
     def _key(self, index: int) -> str:
         return str(index)
 
+    def _item(self, index: int, rng: random.Random) -> dict:
+        """The finished item (crops and low-res image) of a usable index; raises BadSample otherwise."""
+        image, caption, name = self._load(index, rng)
+        item = self.target.finish(image, rng)
+        item.update(caption=caption, key=name)
+        return item
+
     def __getitem__(self, key: int | tuple[int, int, int]) -> dict:
         index, seed, epoch = (key, 0, 0) if isinstance(key, int) else key
         length = len(self)
@@ -126,13 +140,12 @@ class MapDataset(Dataset):
                 continue
             rng = item_rng(seed, epoch, index)
             try:
-                image, caption, name = self._load(current, rng)
+                item = self._item(current, rng)
             except BadSample as error:
                 self._bad[current] = (self._key(current), error.reason, error.detail)
                 skipped.append(self._bad[current])
                 continue
-            item = self.target.finish(image, rng)
-            item.update(caption=caption, key=name, skipped=skipped)
+            item["skipped"] = skipped
             return item
         if length <= MAX_CONSECUTIVE_BAD:
             raise ValueError(f"no usable image in {self.location}: all {length} items were skipped "
@@ -162,6 +175,21 @@ class ShapesDataset(MapDataset):
     def _load(self, index, rng):
         scene = training_scene(self.seed, index, self.two_object_prob)
         return to_tensor(render(scene, self.target.resolution)), scene.caption, self._key(index)
+
+    def _item(self, index, rng):
+        """Render only what the stage trains on: the crop at full resolution and the same region rendered at
+        the low resolution (what the previous stage learns to draw), instead of a whole 1024 px image."""
+        target = self.target
+        if not target.lowres_resolution:
+            return super()._item(index, rng)
+        scene = training_scene(self.seed, index, self.two_object_prob)
+        factor = target.resolution // target.lowres_resolution
+        top, left = target.crop_offsets(rng)
+        size = target.size
+        image = render(scene, target.resolution, window=(left, top, size))
+        lowres = render(scene, target.lowres_resolution, window=(left // factor, top // factor, size // factor))
+        return {"image": to_tensor(image), "lowres": to_tensor(lowres), "caption": scene.caption,
+                "key": self._key(index)}
 
 
 class FileDataset(MapDataset):

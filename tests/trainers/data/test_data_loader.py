@@ -43,11 +43,14 @@ def test_shapes_items_are_deterministic_renders():
     assert len(dataset) == 10**9 and dataset[10**9 - 1]["image"].shape == (3, 32, 32)
 
 
-def test_shapes_lowres_is_the_downsampled_image():
+def test_shapes_lowres_is_the_scene_rendered_at_low_resolution():
     dataset = build_dataset(DataConfig(), 64, lowres_resolution=16)
     item = dataset[(3, 0, 0)]
     assert item["image"].shape == (3, 64, 64) and item["lowres"].shape == (3, 16, 16)
-    assert torch.equal(item["lowres"], downsample(item["image"], 16))
+    scene = training_scene(0, 3)
+    assert torch.equal(item["image"], to_tensor(render(scene, 64)))
+    assert torch.equal(item["lowres"], to_tensor(render(scene, 16)))  # what the base stage learns to draw
+    assert (downsample(item["image"], 16) - item["lowres"]).abs().mean() < 0.05  # ~ the antialiased image
     for name in ("image", "lowres"):
         assert item[name].min() >= -1 and item[name].max() <= 1
 
@@ -64,14 +67,18 @@ def test_sr_crops_match_the_lowres_crop(source, image_folder):
             item = dataset[(index, seed, 0)]
             assert item["image"].shape == (3, 32, 32) and item["lowres"].shape == (3, 8, 8)
             # downsampling the crop gives the low-res crop: exactly away from the crop's border, where
-            # the 4x antialiasing kernel (2 low-res pixels wide) does not reach outside the crop
+            # the 4x antialiasing kernel (2 low-res pixels wide) does not reach outside the crop (shapes
+            # render the low-res crop directly, box-filtered: close to it)
             down = downsample(item["image"], 8)
-            assert torch.allclose(down[:, 2:-2, 2:-2], item["lowres"][:, 2:-2, 2:-2], atol=1e-5)
+            atol = 0.15 if source == "shapes" else 1e-5
+            assert torch.allclose(down[:, 2:-2, 2:-2], item["lowres"][:, 2:-2, 2:-2], atol=atol)
             assert (down - item["lowres"]).abs().mean() < 0.1
             # the crop is a 4-aligned window of the full image (same random_crop draw comes first)
             whole = full[(index, seed, 0)]["image"]
             windows = whole.unfold(1, 32, 4).unfold(2, 32, 4)  # (3, 9, 9, 32, 32)
-            match = (windows == item["image"][:, None, None]).flatten(3).all(-1).all(0).nonzero()
+            # (shapes render the crop on its own: polygon edges may rasterise a level or two apart)
+            error = (windows - item["image"][:, None, None]).abs().flatten(3).mean(-1).mean(0)
+            match = (error < (0.01 if source == "shapes" else 1e-7)).nonzero()
             assert len(match) >= 1
             offsets.add(tuple(match[0].tolist()))
             assert torch.equal(dataset[(index, seed, 0)]["image"], item["image"])  # same key, same crop
