@@ -1,0 +1,82 @@
+"""The README's editing pictures (docs/editing-*.png, docs/editing-interpolation.gif), from a trained shapes model:
+
+    python scripts/editing_pictures.py --model runs/shapes-tiny/export --out docs
+
+Inputs are rendered shapes scenes (imagen.shapes), so the pictures need nothing but the model. Every picture
+is what the library API returns (the same as the imagen-sample flags in the README), laid out with
+imagen.grid.labelled_grid.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from PIL import Image
+
+from imagen import Imagen
+from imagen.grid import labelled_grid
+from imagen.io import atomic_write
+from imagen.shapes import parse_caption, render
+
+CIRCLE = "a large red circle at the center on a blue background"
+
+
+def save(image: Image.Image, path: Path) -> None:
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", optimize=True)
+    atomic_write(path, buffer.getvalue())
+    print(f"wrote {path} ({path.stat().st_size // 1024} KB)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="a model directory (save_pretrained / imagen-train)")
+    parser.add_argument("--out", type=Path, default=Path("docs"))
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    pipe = Imagen.from_pretrained(args.model, device=args.device)
+    size = list(pipe.stages.values())[-1].resolution
+    scene = render(parse_caption(CIRCLE), size)
+    cell = max(128, size)
+    run = {"progress": False}
+
+    variations = pipe.img2img(CIRCLE, scene, strength=0.7, seed=0, num_images_per_prompt=4, **run)
+    save(labelled_grid([scene, *variations], ["input", *(f"strength 0.7, seed {i}" for i in range(4))],
+                       cell=cell), args.out / "editing-variations.png")
+
+    mask = Image.new("L", (size, size), 0)
+    mask.paste(255, (size // 4, size // 4, 3 * size // 4, 3 * size // 4))
+    prompt = "a small yellow triangle at the center on a blue background"
+    plain = pipe.inpaint(prompt, scene, mask, seed=0, num_images_per_prompt=3, **run)
+    repaint = pipe.inpaint(prompt, scene, mask, resample_steps=3, seed=0, num_images_per_prompt=3, **run)
+    labels = ["input", *(f"seed {i}" for i in range(3)), "mask (white = regenerate)",
+              *(f"RePaint U=3, seed {i}" for i in range(3))]
+    save(labelled_grid([scene, *plain, mask.convert("RGB"), *repaint], labels, columns=4, cell=cell),
+         args.out / "editing-inpaint.png")
+
+    narrow = scene.crop((size // 4, 0, 3 * size // 4, size))
+    wide = pipe.outpaint(CIRCLE, narrow, (size // 4, 0, size // 4, 0), seed=0, num_images_per_prompt=3, **run)
+    padded = Image.new("RGB", (size, size), "white")
+    padded.paste(narrow, (size // 4, 0))
+    save(labelled_grid([padded, *wide], ["input (the middle half)", *(f"seed {i}" for i in range(3))], cell=cell),
+         args.out / "editing-outpaint.png")
+
+    frames = pipe.interpolate(CIRCLE, "a large green square at the center on a white background", seed=0,
+                              to_seed=1, frames=6, **run)
+    save(labelled_grid(frames, [f"u = {k / 5:.1f}" for k in range(6)], cell=cell),
+         args.out / "editing-interpolation.png")
+    from imagen.editing.interpolation import gif_bytes
+
+    atomic_write(args.out / "editing-interpolation.gif", gif_bytes([f.resize((cell, cell)) for f in frames]))
+
+    scales = [0.0, 0.5, 1.0, 1.5]
+    diffs = pipe.text_diff(CIRCLE, CIRCLE, CIRCLE.replace("red", "yellow"), scales, seed=2, **run)
+    save(labelled_grid(diffs, [f"scale {s:g}" for s in scales], cell=cell), args.out / "editing-text-diff.png")
+
+
+if __name__ == "__main__":
+    main()
