@@ -73,10 +73,12 @@ def worker_env(threads: int) -> dict:
             "OMP_NUM_THREADS": str(threads)}
 
 
-def spawn_json(cmd: Sequence[str], what: str, threads: int, log: Path | None = None) -> dict:
-    """Run a worker process (in ROOT) and return the JSON object on the last `{`-line of its stdout. With
-    `log`, its stdout and stderr go to that file as they come (long runs); otherwise they are captured.
-    Raises RuntimeError naming `what`, the exit status and the end of its output when it fails."""
+def spawn_json(cmd: Sequence[str], what: str, threads: int, log: Path | None = None, *,
+               expect_json: bool = True) -> dict:
+    """Run a worker process (in ROOT) and return the JSON object on the last `{`-line of its stdout ({} when
+    not `expect_json`). With `log`, its stdout and stderr go to that file as they come (long runs); otherwise
+    they are captured. Raises RuntimeError naming `what`, the exit status and the end of its output when it
+    fails (or prints no JSON line when one is expected)."""
     cmd = [str(c) for c in cmd]
     if log is None:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=worker_env(threads), cwd=str(ROOT))
@@ -91,9 +93,9 @@ def spawn_json(cmd: Sequence[str], what: str, threads: int, log: Path | None = N
         out = log.read_text(encoding="utf-8", errors="replace")
         tail = f"(log: {log})\n" + out[-3000:]
     lines = [line for line in out.splitlines() if line.startswith("{")]
-    if proc.returncode != 0 or not lines:
+    if proc.returncode != 0 or (expect_json and not lines):
         raise RuntimeError(f"{what} failed (exit {proc.returncode}): {' '.join(cmd)}\n{tail}")
-    return json.loads(lines[-1])
+    return json.loads(lines[-1]) if lines else {}
 
 
 def check_peer(peer_python: str | Path, harness: str | Path) -> None:
