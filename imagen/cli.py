@@ -268,7 +268,7 @@ class Run:
         self.written.append(path)
 
     def sample(self) -> None:
-        from .pipeline import to_pil
+        from .images import to_pil
 
         args = self.args
         outputs = self.generate(self.prompts, args.seed, args.num_images)
@@ -294,7 +294,7 @@ class Run:
     def sweep(self, axes: list[SweepAxis]) -> None:
         """One image per value (one axis: a row; two: rows = the first axis, columns = the second), same
         prompt and seed, as a labelled grid."""
-        from .pipeline import to_pil
+        from .images import to_pil
 
         row_axis, column_axis = (axes[0], axes[1]) if len(axes) == 2 else (None, axes[0])
         rows = row_axis.values if row_axis else (None,)

@@ -21,6 +21,7 @@ from torch import nn
 from configs import RunConfig
 
 from . import checkpoint
+from .images import to_pil
 from .noise import generators
 from .stage import SamplingOptions, Stage
 from .text import TextEncoder, load_text_encoder
@@ -304,9 +305,3 @@ def _check_text_encoder(saved: dict, encoder: TextEncoder, directory: Path) -> N
         raise ValueError(f"{directory / checkpoint.CONFIG_FILE}: the text encoder {encoder.identity.get('name')!r} "
                          f"differs from the one this model was trained with ({saved.get('name')!r}, sha256 "
                          f"{expected[:12]}...); load that encoder (text.name) or retrain")
-
-
-def to_pil(images: torch.Tensor) -> list[Image.Image]:
-    """(N, 3, H, W) in [-1, 1] -> list of RGB PIL images."""
-    array = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return [Image.fromarray(a.permute(1, 2, 0).cpu().numpy()) for a in array]

@@ -44,8 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     from imagen.eval import evaluate
     from imagen.eval.model import held_out_prompts
     from imagen.grid import labelled_grid
+    from imagen.images import to_pil
     from imagen.io import atomic_write
-    from imagen.pipeline import to_pil
 
     pipe = Imagen.from_pretrained(args.output)
     prompts = held_out_prompts(args.prompts) + held_out_prompts(2, objects=2)

@@ -13,14 +13,12 @@ from PIL import Image
 
 from configs import RunConfig
 from imagen.grid import labelled_grid
+from imagen.images import to_pil, to_tensor
 from imagen.io import atomic_write
 from imagen.noise import generators
-from imagen.pipeline import to_pil
 from imagen.resize import downsample
 from imagen.shapes import held_out_scenes, render
 from imagen.stage import Stage
-
-from .data.images import to_tensor
 
 PREVIEW_PROMPTS = 8
 

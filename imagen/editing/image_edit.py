@@ -89,7 +89,7 @@ def stage_strengths(pipe, strength: float | Sequence[float], stop_at_stage: int 
 
 
 def _final(pipe, outputs: dict[str, torch.Tensor], output_type: str) -> list[Image.Image] | torch.Tensor:
-    from ..pipeline import to_pil
+    from ..images import to_pil
 
     final = list(outputs.values())[-1]
     return to_pil(final) if output_type == "pil" else final

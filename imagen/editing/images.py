@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
+from ..images import to_tensor
 from ..resize import downsample, upsample
 
 ImageLike = str | Path | Image.Image | torch.Tensor
@@ -51,8 +52,7 @@ def load_image(source: ImageLike, what: str = "image", square: bool = True) -> t
         image = image.clamp(-1.0, 1.0)
     else:
         pil = open_image(source, what)
-        array = np.asarray(pil.convert("RGB"), dtype=np.float32)
-        image = torch.from_numpy(array.copy()).permute(2, 0, 1).unsqueeze(0) / 127.5 - 1.0
+        image = to_tensor(pil).unsqueeze(0)
     height, width = image.shape[-2:]
     if square and height != width:
         raise ValueError(f"{what} is {width}x{height} but the model makes square images: crop it to a square, or "

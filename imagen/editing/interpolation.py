@@ -83,7 +83,7 @@ def interpolate(pipe, prompt: str, to_prompt: str | None = None, *, seed: int = 
     prompts at one seed, or seeds for one prompt). `sampling`: the per-stage options of `Imagen.generate`
     (guidance_scale, num_steps, sampler, ..., stop_at_stage). Returns the final stage's frames as PIL images
     or a tensor (N, 3, R, R) in [-1, 1]; the first and last are the plain samples of each end."""
-    from ..pipeline import to_pil
+    from ..images import to_pil
 
     if output_type not in ("pil", "tensor"):
         raise ValueError(f"output_type must be 'pil' or 'tensor', got {output_type!r}")

@@ -26,7 +26,7 @@ def text_diff(pipe, prompt: str, source: str, target: str, scales: float | Seque
     """One image per scale, all at `seed`, conditioned on embed(prompt) + scale (embed(target) -
     embed(source)). `sampling`: the per-stage options of `Imagen.generate`. Returns the final stage's images
     (PIL, or a tensor (N, 3, R, R) in [-1, 1]); a scale of 0 gives exactly the plain sample of `prompt`."""
-    from ..pipeline import to_pil
+    from ..images import to_pil
 
     if output_type not in ("pil", "tensor"):
         raise ValueError(f"output_type must be 'pil' or 'tensor', got {output_type!r}")

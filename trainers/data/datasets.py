@@ -20,10 +20,11 @@ import torch
 from torch.utils.data import Dataset
 
 from configs.schema import DataConfig
+from imagen.images import to_tensor
 from imagen.resize import downsample
 from imagen.shapes import render, training_scene
 
-from .images import BadSample, fit_square, min_side, open_image, to_tensor
+from .images import BadSample, fit_square, min_side, open_image
 from .sources import Entry, ScanReport
 
 SHAPES_LENGTH = 10**9  # the shapes world is unbounded; this many items is "infinite" for training

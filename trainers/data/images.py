@@ -26,7 +26,6 @@ import random
 import warnings
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
@@ -166,9 +165,3 @@ def fit_square(image: Image.Image, size: int, mode: str, rng: random.Random) -> 
     if box == (0, 0, size, size):
         return image
     return image.resize((size, size), Image.Resampling.BICUBIC, box=box)
-
-
-def to_tensor(image: Image.Image) -> torch.Tensor:
-    """An 8-bit RGB PIL image as a float tensor (3, H, W) in [-1, 1]."""
-    array = np.asarray(image.convert("RGB"), dtype=np.uint8)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(127.5).sub_(1.0)

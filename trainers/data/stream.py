@@ -33,8 +33,10 @@ from itertools import islice
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from imagen.images import to_tensor
+
 from .datasets import Target, item_rng
-from .images import BadSample, decode_caption, fit_square, min_side, open_image, to_tensor
+from .images import BadSample, decode_caption, fit_square, min_side, open_image
 
 logger = logging.getLogger("trainers.data")
 

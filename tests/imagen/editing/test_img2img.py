@@ -45,7 +45,7 @@ def test_noised_start_is_the_forward_process_and_pure_noise_at_t_1():
 
 
 def test_strength_zero_returns_the_input_exactly(tiny_pipe, init):
-    from imagen.pipeline import to_pil
+    from imagen.images import to_pil
 
     out = tiny_pipe.img2img(PROMPT, init, strength=0.0, seed=5, output_type="tensor", progress=False)
     assert torch.equal(out[0], init)

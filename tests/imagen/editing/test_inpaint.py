@@ -117,7 +117,7 @@ def test_inpainting_keeps_the_unmasked_pixels_and_regenerates_the_masked_ones(ti
 
 
 def test_inpainting_through_pil_keeps_the_unmasked_pixels_exactly(tiny_pipe, init, mask):
-    from imagen.pipeline import to_pil
+    from imagen.images import to_pil
 
     image = to_pil(init[None])[0]
     mask_image = Image.fromarray((mask.numpy() * 255).astype(np.uint8))
@@ -145,7 +145,7 @@ def test_inpainting_with_strength_starts_the_masked_part_from_the_noised_origina
 
 
 def test_outpainting_keeps_the_content_and_fills_the_border(tiny_pipe, init):
-    from imagen.pipeline import to_pil
+    from imagen.images import to_pil
 
     content = to_pil(init[None])[0].crop((0, 8, 64, 56))  # 64 x 48
     out = np.asarray(tiny_pipe.outpaint(PROMPT, content, (0, 8, 0, 8), seed=0, progress=False)[0]).astype(int)

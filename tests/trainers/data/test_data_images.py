@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from trainers.data.images import BadSample, decode_caption, fit_square, min_side, open_image, read_caption, to_tensor
+from imagen.images import to_tensor
+from trainers.data.images import BadSample, decode_caption, fit_square, min_side, open_image, read_caption
 
 
 def _encode(image: Image.Image, fmt: str = "PNG", **kw) -> bytes:

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from configs.schema import DataConfig
+from imagen.images import to_tensor
 from imagen.resize import downsample
 from imagen.shapes import render, training_scene
 from trainers.data import build_dataset, make_loader
-from trainers.data.images import to_tensor
 
 
 def _take(loader, count):
