@@ -75,7 +75,7 @@ class UNetConfig:
     # (so level i runs at resolution / 2 ** (i + 1)); False: the classic U-Net order, level i at resolution / 2 ** i
     scale_shift: bool = True  # FiLM conditioning (scale and shift) instead of an added bias
     pooled_text: bool = True  # attention-pooled text vector added to the time embedding
-    position_embedding: bool = False  # absolute pixel positions in attention (whole-image stages only)
+    position_embedding: bool = False  # absolute pixel positions (input coordinates + attention); whole images only
     text_layernorm: bool = True
     gradient_checkpointing: bool = False
 

@@ -36,6 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --output from each stage's newest checkpoint")
     parser.add_argument("--dry-run", action="store_true", help="print the resolved config as JSON and exit")
+    parser.add_argument("--export", action="store_true",
+                        help="export the EMA weights of the newest checkpoint of each selected stage as a model "
+                             "(into --output, or --export-to) and exit, without training; needs --resume's run")
+    parser.add_argument("--export-step", type=int, help="with --export: the checkpoint at this step instead")
+    parser.add_argument("--export-to", type=Path, help="with --export: write the model here instead of --output")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs still written)")
     return parser
 
@@ -45,7 +50,8 @@ def resolve(args: argparse.Namespace):
     from .run import RUN_CONFIG
 
     saved = args.output / RUN_CONFIG
-    if args.resume and saved.is_file() and args.config is None:
+    if (args.resume or args.export or args.export_step is not None or args.export_to is not None) \
+            and saved.is_file() and args.config is None:
         source = saved
     elif args.config is not None:
         source = args.config
@@ -78,6 +84,12 @@ def main(argv: list[str] | None = None) -> int:
         config, stages = resolve(args)
         if args.dry_run:
             print(to_json(config))
+            return 0
+        if args.export or args.export_step is not None or args.export_to is not None:
+            from .run import export_checkpoint
+
+            where = export_checkpoint(args.output, config, stages, step=args.export_step, output=args.export_to)
+            print(f"imagen-train: exported {', '.join(stages)} to {where}", file=sys.stderr)
             return 0
         from .run import prepare_run_dir, train_run
         from .trainer import TrainingError

@@ -68,6 +68,29 @@ def export(run_dir: Path, config: RunConfig, text_identity: dict, weights: dict)
     checkpoint.write_model(run_dir, config, text_identity, {**previous, **weights})
 
 
+def export_checkpoint(run_dir: Path, config: RunConfig, stages: list[str], *, step: int | None = None,
+                      output: Path | None = None) -> Path:
+    """Export the EMA weights of each stage's newest checkpoint (or the one at `step`) as a model in `output`
+    (default: the run directory itself), e.g. to sample a run that is still training."""
+    from .checkpoints import list_checkpoints, load_checkpoint
+
+    weights = {}
+    for name in stages:
+        found = list_checkpoints(run_dir / name / "checkpoints")
+        if step is not None:
+            found = [p for p in found if p.name == f"step-{step:06d}"]
+        if not found:
+            which = f"at step {step}" if step is not None else "at all"
+            raise ValueError(f"stage {name} of {run_dir} has no checkpoint {which}")
+        _, state = load_checkpoint(found[-1])
+        prefix = "ema_model."
+        weights[name] = {k[len(prefix):]: v for k, v in state["ema"].items() if k.startswith(prefix)}
+    output = output or run_dir
+    output.mkdir(parents=True, exist_ok=True)
+    export(output, config, load_text_encoder(config.text).identity, weights)
+    return output
+
+
 def _mixed_precision(config: RunConfig, stages: list[str]) -> str:
     modes = {config.stages()[n].train.mixed_precision for n in stages}
     if len(modes) > 1:

@@ -84,6 +84,15 @@ def _run(module: nn.Module, checkpointing: bool, *args: torch.Tensor | None) -> 
     return checkpoint(module, *args, use_reentrant=False) if checkpointing else module(*args)
 
 
+def coordinate_channels(x: torch.Tensor) -> torch.Tensor:
+    """(B, 2, H, W): each pixel's normalised x and y in [-1, 1] (CoordConv, Liu et al. 2018)."""
+    b, _, h, w = x.shape
+    ys = torch.linspace(-1.0, 1.0, h, device=x.device, dtype=x.dtype)
+    xs = torch.linspace(-1.0, 1.0, w, device=x.device, dtype=x.dtype)
+    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=0)  # (2, H, W): x, y
+    return grid.unsqueeze(0).expand(b, -1, -1, -1)
+
+
 class EfficientUNet(nn.Module):
     """Imagen's Efficient U-Net for one stage of the cascade. Knows nothing about diffusion: it maps a noisy
     image, a time in [0, 1] and the conditioning to a `(B, 3, H, W)` output (eps, v or x0, as trained).
@@ -115,7 +124,9 @@ class EfficientUNet(nn.Module):
         self.text = (TextConditioner(text_dim, context_dim, cfg.cond_dim, cfg.head_dim, layernorm=cfg.text_layernorm,
                                      pooled=cfg.pooled_text) if uses_text else None)
 
-        in_channels = IMAGE_CHANNELS * (2 if lowres_cond else 1)
+        # with position_embedding, two coordinate channels (x, y in [-1, 1]) join the input: every convolution
+        # then knows where it is, as attention does through its position embedding
+        in_channels = IMAGE_CHANNELS * (2 if lowres_cond else 1) + (2 if cfg.position_embedding else 0)
         self.in_conv = nn.Conv2d(in_channels, cfg.channels, 3, padding=1)
         widths = [cfg.channels] + [cfg.channels * m for m in cfg.channel_mults]  # widths[i] = c_(i-1)
         self.downs, self.ups = nn.ModuleList(), nn.ModuleList()
@@ -148,6 +159,8 @@ class EfficientUNet(nn.Module):
         cond = F.silu(emb)  # (B, cond_dim), shared by every ResBlock's FiLM layer
 
         checkpointing = self.config.gradient_checkpointing and self.training and torch.is_grad_enabled()
+        if self.config.position_embedding:
+            x = torch.cat([x, coordinate_channels(x)], dim=1)
         h = stem = self.in_conv(x)
         skips = []
         for block in self.downs:

@@ -56,3 +56,18 @@ def test_help_explains_every_flag(capsys):
     for flag in ("--config", "--output", "--stage", "--data", "--set", "--max-steps", "--minutes", "--resume",
                  "--dry-run"):
         assert flag in out
+
+
+def test_export_of_a_checkpoint_without_training(tmp_path, capsys, tiny_overrides):
+    from imagen import Imagen
+
+    sets = [x for o in tiny_overrides for x in ("--set", o)]
+    assert main(["--config", "shapes-tiny", "--output", str(tmp_path / "run"), *sets, "--no-progress"]) == 0
+    code, _, err = _run(["--output", str(tmp_path / "run"), "--export", "--export-step", "4",
+                         "--export-to", str(tmp_path / "at4")], capsys)
+    assert code == 0, err
+    at4 = Imagen.from_pretrained(tmp_path / "at4").stages["base"].net.state_dict()
+    final = Imagen.from_pretrained(tmp_path / "run").stages["base"].net.state_dict()
+    assert any(not (at4[k] == final[k]).all() for k in at4)  # step 4's EMA, not step 6's
+    code, _, err = _run(["--output", str(tmp_path / "run"), "--export", "--export-step", "5"], capsys)
+    assert code == 2 and "no checkpoint at step 5" in err
