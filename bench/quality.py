@@ -8,6 +8,7 @@ Sections:
   steps     base compliance vs number of steps per sampler (DDPM 250 as the reference)
   guidance  base compliance vs guidance scale, static vs dynamic thresholding (the paper's figure 4 analog)
   sr        SR aug level x guidance sweep (first SR stage)
+  progress  base compliance vs training time, over the kept checkpoints of a run (--run RUN_DIR)
 Prints one JSON object as its last line: {"base64": {attribute: accuracy on one-object prompts, ...,
 "two_objects": {...}}, "sr256": {..., "sharpness_vs_bicubic"}, "sr1024": ..., "sweeps": ...}.
 """
@@ -98,11 +99,44 @@ def sr_section(pipe: Imagen, count: int, quick: bool) -> list[dict]:
     return rows
 
 
+def progress_section(run_dir: Path, count: int) -> list[dict]:
+    """Base compliance against training time: every kept checkpoint of the run's base stage, its EMA weights
+    exported and sampled with the default settings."""
+    import json
+    import tempfile
+
+    from configs import load_config
+    from trainers.checkpoints import list_checkpoints
+    from trainers.run import RUN_CONFIG, export_checkpoint
+
+    config = load_config(run_dir / RUN_CONFIG)
+    elapsed = {}
+    for line in (run_dir / "base" / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line) if line.strip().startswith("{") else {}
+        if "elapsed_s" in record:
+            elapsed[record["step"]] = record["elapsed_s"]
+    prompts = held_out_prompts(count)
+    rows = []
+    for path in list_checkpoints(run_dir / "base" / "checkpoints"):
+        step = int(path.name.split("-")[1])
+        with tempfile.TemporaryDirectory() as tmp:
+            export_checkpoint(run_dir, config, ["base"], step=step, output=Path(tmp))
+            pipe = Imagen.from_pretrained(tmp)
+            summary = model_compliance(pipe, prompts, stop_at_stage="base")["base"]
+        known = [s for s in elapsed if s <= step]
+        minutes = elapsed[max(known)] / 60 if known else None
+        rows.append({"step": step, "train_minutes": None if minutes is None else round(minutes, 1),
+                     **_scores(summary)})
+        print(rows[-1], file=sys.stderr, flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="a trained model: shipped name, directory or run directory")
+    parser.add_argument("--run", type=Path, help="for the 'progress' section: the training run directory")
     parser.add_argument("--quick", action="store_true", help="few prompts and settings (a smoke run)")
-    parser.add_argument("--sections", default="default", help="comma-separated: default,steps,guidance,sr")
+    parser.add_argument("--sections", default="default", help="comma-separated: default,steps,guidance,sr,progress")
     parser.add_argument("--prompts", type=int, help="held-out one-object prompts per setting (default 48, quick 8)")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
@@ -119,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         sweeps["guidance"] = guidance_section(pipe, count, args.quick)
     if "sr" in sections:
         sweeps["sr"] = sr_section(pipe, count, args.quick)
+    if "progress" in sections:
+        sweeps["progress"] = progress_section(args.run or Path(args.model), count)
     if sweeps:
         result["sweeps"] = sweeps
     emit(result)
