@@ -242,6 +242,7 @@ def test_classic_order_has_the_same_blocks_and_runs_at_full_resolution():
 @pytest.mark.parametrize("overrides", [
     dict(scale_shift=False), dict(scale_skip=False), dict(pooled_text=False), dict(text_layernorm=False),
     dict(num_res_blocks=(0, 1)), dict(self_attn=(True, True), cross_attn=(True, False)),
+    dict(position_embedding=True),
 ])
 def test_switchable_choices_run(overrides):
     net = make_net(tiny_config(**overrides), lowres_cond=True)
