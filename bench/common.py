@@ -62,8 +62,10 @@ def reset_peak_rss() -> None:
         pass
 
 
-def emit(result: dict) -> None:
-    """Print the result as one JSON object on the last line of stdout."""
+def emit(result: dict, out: str | Path | None = None) -> None:
+    """Print the result as one JSON object on the last line of stdout (and, with `out`, write it there)."""
+    if out:
+        Path(out).write_text(json.dumps(result, indent=2), encoding="utf-8")
     print(json.dumps(result), flush=True)
 
 

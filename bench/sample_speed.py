@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -35,8 +34,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script, in our venv or in the peer's
     sys.path.insert(0, str(ROOT))
 
-from bench.common import emit, machine  # noqa: E402  (stdlib only at import: the peer's venv runs this file)
-from bench.unet_speed import DEFAULT_HARNESS, DEFAULT_PEER_PYTHON, OURS, PEER, TEXT_DIM, TEXT_LEN, build_peer  # noqa: E402
+# stdlib only at import: the peer's venv runs this file too
+from bench.common import DEFAULT_HARNESS, DEFAULT_PEER_PYTHON, emit, machine, spawn_json  # noqa: E402
+from bench.unet_speed import OURS, PEER, TEXT_DIM, TEXT_LEN, build_peer  # noqa: E402
 
 BATCH, GUIDANCE, PEER_PERCENTILE = 4, 5.0, 0.95
 CASCADE_PROMPT = "a large red circle at the center on a blue background"
@@ -165,13 +165,7 @@ def worker_ours_cascade(steps: list[int] | None) -> dict:
 def _spawn(python: str, args: argparse.Namespace, *worker_args: str) -> dict:
     cmd = [python, str(Path(__file__).resolve()), "--threads", str(args.threads), "--harness", str(args.harness),
            *worker_args]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONWARNINGS": "ignore",
-           "OMP_NUM_THREADS": str(args.threads)}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(ROOT))
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"worker {' '.join(worker_args)} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-    return json.loads(lines[-1])
+    return spawn_json(cmd, f"sample_speed worker {' '.join(worker_args)}", args.threads)
 
 
 def run_driver(args: argparse.Namespace) -> dict:
@@ -273,9 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     args.repeats = args.repeats or (3 if args.quick else 1)
     args.peer_repeats = args.peer_repeats or (2 if args.quick else 1)
     result = run_driver(args)
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2))
-    emit(result)
+    emit(result, args.out)
     return 0
 
 

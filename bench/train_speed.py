@@ -341,9 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, name) is None:
             setattr(args, name, quick if args.quick else full)
     result = run_driver(args)
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2))
-    emit(result)
+    emit(result, args.out)
     return 0
 
 

@@ -23,16 +23,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_PEER_PYTHON = ROOT / ".anchors" / "imagen-pytorch" / "bin" / "python"
-DEFAULT_HARNESS = ROOT.parent / "shared" / "anchors" / "imagen_pytorch_bench.py"
+if str(ROOT) not in sys.path:  # run as a script, in our venv or in the peer's
+    sys.path.insert(0, str(ROOT))
+
+# stdlib only at import: the peer's venv runs this file too
+from bench.common import DEFAULT_HARNESS, DEFAULT_PEER_PYTHON, emit, machine, spawn_json  # noqa: E402
+
 TEXT_DIM, TEXT_LEN, BATCH, FORWARD_BATCH = 768, 16, 4, 8
 
 # Our bench configs (configs.UNetConfig fields), matched to the peer's parameter counts within 5%.
@@ -198,13 +200,7 @@ def _spawn(python: str, worker: str, model: str, args: argparse.Namespace, overr
            "--harness", str(args.harness)]
     if overrides:
         cmd += ["--overrides", json.dumps(overrides)]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONWARNINGS": "ignore",
-           "OMP_NUM_THREADS": str(args.threads)}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(ROOT))
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"{worker}/{model} worker failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-    return json.loads(lines[-1])
+    return spawn_json(cmd, f"unet_speed worker {worker}/{model}", args.threads)
 
 
 def _merge(runs: list[dict]) -> dict:
@@ -240,17 +236,6 @@ def _summary(ours: dict, peer: dict) -> dict:
         out[f"{side}_output_finite"] = run["output_finite"]
         out[f"{side}_config"] = run["config"]
     return out
-
-
-def _machine(threads: int, torch_version: str, peer_torch: str) -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return {"cpu": cpu, "cpu_count": os.cpu_count(), "threads": threads, "torch": torch_version,
-            "peer_torch": peer_torch, "python": platform.python_version(), "load_avg": list(os.getloadavg())}
 
 
 def run_driver(args: argparse.Namespace) -> dict:
@@ -293,8 +278,8 @@ def run_driver(args: argparse.Namespace) -> dict:
                           "warmup": args.warmup, "timed_steps_per_round": args.steps,
                           "timed_forwards_per_round": args.forwards, "rounds": args.rounds,
                           "optimizer": "AdamW(lr=1e-4)", "loss": "MSE to noise", "quick": args.quick}
-    result["machine"] = _machine(args.threads, merged["ours/base"]["torch"], merged["peer/base"]["torch"])
-    result["machine"]["load_avg_before"] = load_before
+    result["machine"] = {**machine(args.threads), "peer_torch": merged["peer/base"]["torch"],
+                         "load_avg_before": load_before, "load_avg_after": list(os.getloadavg())}
     result["wall_s"] = round(time.perf_counter() - start, 1)
     return result
 
@@ -323,9 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(run_worker(args)))
         return 0
     result = run_driver(args)
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2))
-    print(json.dumps(result))
+    emit(result, args.out)
     return 0
 
 

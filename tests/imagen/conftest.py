@@ -57,3 +57,21 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def sample_cli(tiny_pipe, tiny_model_dir, capsys, monkeypatch):
+    """sample_cli(*args, model=True) -> (exit status, stdout, stderr) of imagen-sample, in process, with
+    `--model <tiny model> --steps 2` first (unless model=False). Every run reuses the session's T5 instead of
+    loading it again (the slow part of a tiny run)."""
+    import imagen.pipeline
+    from imagen import cli
+
+    monkeypatch.setattr(imagen.pipeline, "load_text_encoder", lambda config, device=None: tiny_pipe.text_encoder)
+
+    def invoke(*args, model=True):
+        argv = (["--model", str(tiny_model_dir), "--steps", "2"] if model else []) + [str(a) for a in args]
+        status = cli.main(argv)
+        out, err = capsys.readouterr()
+        return status, out, err
+    return invoke

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import imagen.pipeline
 from imagen import cli
 from imagen.eval.sources import png_prompt
 from imagen.samplers import SAMPLERS, TIME_GRIDS
@@ -16,23 +15,6 @@ from imagen.samplers import SAMPLERS, TIME_GRIDS
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 PROMPT = "a small red circle at the top left on a blue background"
-
-
-@pytest.fixture(autouse=True)
-def _shared_text_encoder(tiny_pipe, monkeypatch):
-    """Every run reuses the session's T5 instead of loading it again (the slow part of a tiny run)."""
-    monkeypatch.setattr(imagen.pipeline, "load_text_encoder", lambda config, device=None: tiny_pipe.text_encoder)
-
-
-@pytest.fixture
-def run(tiny_model_dir, capsys):
-    """run(*args) -> (exit status, stdout, stderr) of imagen-sample --model <tiny model> --steps 2 args."""
-    def invoke(*args, model=True):
-        argv = (["--model", str(tiny_model_dir), "--steps", "2"] if model else []) + [str(a) for a in args]
-        status = cli.main(argv)
-        out, err = capsys.readouterr()
-        return status, out, err
-    return invoke
 
 
 def _pixels(path):
@@ -55,10 +37,10 @@ def test_help_explains_every_flag(capsys):
     assert "exit status" in text.lower()
 
 
-def test_writes_one_png_per_image_with_prompt_and_settings(run, tmp_path, tiny_model_dir):
+def test_writes_one_png_per_image_with_prompt_and_settings(sample_cli, tmp_path, tiny_model_dir):
     out = tmp_path / "samples"
-    status, stdout, err = run("--prompt", PROMPT, "--prompt", "a large green square", "--num-images", 2,
-                              "--seed", 10, "--guidance-scale", 4, 3, 1, "--aug-level", 0.2, "--out", out)
+    status, stdout, err = sample_cli("--prompt", PROMPT, "--prompt", "a large green square", "--num-images", 2,
+                                     "--seed", 10, "--guidance-scale", 4, 3, 1, "--aug-level", 0.2, "--out", out)
     assert status == 0, err
     assert sorted(p.name for p in out.iterdir()) == ["000.png", "001.png", "002.png", "003.png"]
     assert str(out) in stdout.strip().splitlines()[-1]
@@ -76,23 +58,23 @@ def test_writes_one_png_per_image_with_prompt_and_settings(run, tmp_path, tiny_m
     assert settings["stages"]["base"]["sampler"] == "dpm++"
 
 
-def test_an_image_is_reproduced_alone_from_its_seed(run, tmp_path):
-    status, _, err = run("--prompt", "a large green square", "--prompt", PROMPT, "--num-images", 2,
-                         "--out", tmp_path / "all", "--max-batch-size", 3, "--stop-at-stage", 2)
+def test_an_image_is_reproduced_alone_from_its_seed(sample_cli, tmp_path):
+    status, _, err = sample_cli("--prompt", "a large green square", "--prompt", PROMPT, "--num-images", 2,
+                                "--out", tmp_path / "all", "--max-batch-size", 3, "--stop-at-stage", 2)
     assert status == 0, err
-    status, _, err = run("--prompt", PROMPT, "--seed", 3, "--out", tmp_path / "one.png", "--stop-at-stage", 2)
+    status, _, err = sample_cli("--prompt", PROMPT, "--seed", 3, "--out", tmp_path / "one.png", "--stop-at-stage", 2)
     assert status == 0, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["all", "one.png"]
     # batch-independent up to float rounding: at most one 8-bit level apart
     assert np.abs(_pixels(tmp_path / "all" / "003.png") - _pixels(tmp_path / "one.png")).max() <= 1
 
 
-def test_prompts_file_negative_prompt_and_stop_at_stage(run, tmp_path):
+def test_prompts_file_negative_prompt_and_stop_at_stage(sample_cli, tmp_path):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("# shapes\n\na red circle\n   \n  a blue square  \n# done\n", encoding="utf-8")
     out = tmp_path / "out"
-    status, _, err = run("--prompts-file", prompts, "--prompt", "first", "--negative-prompt", "green",
-                         "--stop-at-stage", "base", "--out", out)
+    status, _, err = sample_cli("--prompts-file", prompts, "--prompt", "first", "--negative-prompt", "green",
+                                "--stop-at-stage", "base", "--out", out)
     assert status == 0, err
     images = sorted(out.iterdir())
     assert [Image.open(p).text["prompt"] for p in images] == ["first", "a red circle", "a blue square"]
@@ -101,9 +83,9 @@ def test_prompts_file_negative_prompt_and_stop_at_stage(run, tmp_path):
     assert settings["negative_prompt"] == "green" and list(settings["stages"]) == ["base"]
 
 
-def test_all_stages_writes_every_stage_under_its_name(run, tmp_path):
+def test_all_stages_writes_every_stage_under_its_name(sample_cli, tmp_path):
     out = tmp_path / "out"
-    status, _, err = run("--prompt", PROMPT, "--all-stages", "--out", out)
+    status, _, err = sample_cli("--prompt", PROMPT, "--all-stages", "--out", out)
     assert status == 0, err
     assert Image.open(out / "base" / "000.png").size == (16, 16)
     assert Image.open(out / "sr1" / "000.png").size == (32, 32)
@@ -111,26 +93,26 @@ def test_all_stages_writes_every_stage_under_its_name(run, tmp_path):
     assert json.loads(Image.open(out / "sr1" / "000.png").text["settings"])["stage"] == "sr1"
 
 
-def test_grid_is_labelled_and_can_be_the_only_output(run, tmp_path):
+def test_grid_is_labelled_and_can_be_the_only_output(sample_cli, tmp_path):
     out = tmp_path / "out"
-    status, _, err = run("--prompt", PROMPT, "--prompt", "a large green square", "--num-images", 2, "--grid",
-                         "--stop-at-stage", 1, "--out", out)
+    status, _, err = sample_cli("--prompt", PROMPT, "--prompt", "a large green square", "--num-images", 2, "--grid",
+                                "--stop-at-stage", 1, "--out", out)
     assert status == 0, err
     grid = Image.open(out / "grid.png")
     cell = cli.MIN_GRID_CELL  # 16 px images are shown at 128 px
     assert 2 * cell < grid.width < 3 * cell and grid.height > 2 * cell  # 2 x 2, captions under each image
     white = (np.asarray(grid.convert("L")) == 255).mean()
     assert white < 0.5  # images, not an empty canvas
-    status, stdout, err = run("--prompt", PROMPT, "--num-images", 3, "--grid", "--stop-at-stage", 1,
-                              "--out", tmp_path / "grid.png")
+    status, stdout, err = sample_cli("--prompt", PROMPT, "--num-images", 3, "--grid", "--stop-at-stage", 1,
+                                     "--out", tmp_path / "grid.png")
     assert status == 0, err
     assert (tmp_path / "grid.png").is_file() and "grid.png" in stdout
 
 
-def test_sweep_renders_a_labelled_rows_by_columns_grid(run, tmp_path):
+def test_sweep_renders_a_labelled_rows_by_columns_grid(sample_cli, tmp_path):
     out = tmp_path / "sweep"
-    status, stdout, err = run("--prompt", PROMPT, "--stop-at-stage", 2, "--out", out, "--sweep",
-                              "aug-level=0,0.5", "guidance-scale@sr1=1,3,8")
+    status, stdout, err = sample_cli("--prompt", PROMPT, "--stop-at-stage", 2, "--out", out, "--sweep",
+                                     "aug-level=0,0.5", "guidance-scale@sr1=1,3,8")
     assert status == 0, err
     grid = Image.open(out / "sweep.png")
     cell = cli.MIN_GRID_CELL  # 32 px images shown at 128 px: 2 rows x 3 columns plus titles
@@ -142,16 +124,16 @@ def test_sweep_renders_a_labelled_rows_by_columns_grid(run, tmp_path):
     assert settings["stages"]["sr1"]["aug_level"] == 0.5 and settings["stages"]["sr1"]["guidance_scale"] == 3.0
     assert settings["stages"]["base"]["guidance_scale"] == 5.0  # the base stage keeps its own scale
     # a cell is the image a plain run with those options makes
-    status, _, err = run("--prompt", PROMPT, "--stop-at-stage", 2, "--aug-level", 0.5, "--guidance-scale", 5, 3,
-                         "--out", tmp_path / "plain.png")
+    status, _, err = sample_cli("--prompt", PROMPT, "--stop-at-stage", 2, "--aug-level", 0.5, "--guidance-scale", 5, 3,
+                                "--out", tmp_path / "plain.png")
     assert status == 0, err
     assert np.array_equal(_pixels(cells[4]), _pixels(tmp_path / "plain.png"))
     assert not np.array_equal(_pixels(cells[3]), _pixels(cells[5]))  # guidance 1 vs 8
 
 
-def test_one_axis_sweep_is_one_row(run, tmp_path):
-    status, _, err = run("--prompt", PROMPT, "--stop-at-stage", 1, "--out", tmp_path / "s.png", "--sweep",
-                         "guidance-scale=1,5")
+def test_one_axis_sweep_is_one_row(sample_cli, tmp_path):
+    status, _, err = sample_cli("--prompt", PROMPT, "--stop-at-stage", 1, "--out", tmp_path / "s.png", "--sweep",
+                                "guidance-scale=1,5")
     assert status == 0, err
     grid = Image.open(tmp_path / "s.png")
     assert grid.width > 2 * cli.MIN_GRID_CELL and grid.height < 2 * cli.MIN_GRID_CELL
@@ -175,29 +157,29 @@ def test_one_axis_sweep_is_one_row(run, tmp_path):
     (["--prompt", "x", "--device", "tpu"], "unknown device 'tpu'"),
     ([], "no prompt"),
 ])
-def test_user_errors_exit_2_with_one_line(run, args, match, tmp_path, monkeypatch):
+def test_user_errors_exit_2_with_one_line(sample_cli, args, match, tmp_path, monkeypatch):
     import re
 
     monkeypatch.chdir(tmp_path)
-    status, stdout, err = run(*args)
+    status, stdout, err = sample_cli(*args)
     assert status == 2
     assert err.count("\n") == 1 and err.startswith("imagen-sample: error: "), err
     assert re.search(match, err), err
     assert "Traceback" not in err and not list(tmp_path.glob("*.png"))
 
 
-def test_bad_model_exits_2_with_one_line(run, tmp_path):
-    status, _, err = run("--model", tmp_path / "missing", "--prompt", "x", model=False)
+def test_bad_model_exits_2_with_one_line(sample_cli, tmp_path):
+    status, _, err = sample_cli("--model", tmp_path / "missing", "--prompt", "x", model=False)
     assert status == 2 and err.count("\n") == 1
     assert "no model" in err and "missing" in err
-    status, _, err = run("--prompt", "x", model=False)
+    status, _, err = sample_cli("--prompt", "x", model=False)
     assert status == 2 and err.count("\n") == 1 and "--model" in err
 
 
-def test_unavailable_gpu_is_a_user_error(run):
+def test_unavailable_gpu_is_a_user_error(sample_cli):
     import torch
 
     if torch.cuda.is_available():
         pytest.skip("a CUDA GPU is present")
-    status, _, err = run("--prompt", "x", "--device", "cuda")
+    status, _, err = sample_cli("--prompt", "x", "--device", "cuda")
     assert status == 2 and "no CUDA GPU" in err and err.count("\n") == 1

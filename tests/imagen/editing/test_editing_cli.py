@@ -8,28 +8,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import imagen.pipeline
 from imagen import cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 PROMPT = "a small red circle at the top left on a blue background"
 OTHER = "a large green square"
-
-
-@pytest.fixture(autouse=True)
-def _shared_text_encoder(tiny_pipe, monkeypatch):
-    monkeypatch.setattr(imagen.pipeline, "load_text_encoder", lambda config, device=None: tiny_pipe.text_encoder)
-
-
-@pytest.fixture
-def run(tiny_model_dir, capsys):
-    """run(*args) -> (exit status, stdout, stderr) of imagen-sample --model <tiny model> --steps 2 args."""
-    def invoke(*args):
-        status = cli.main(["--model", str(tiny_model_dir), "--steps", "2", *map(str, args)])
-        out, err = capsys.readouterr()
-        return status, out, err
-    return invoke
 
 
 @pytest.fixture(scope="module")
@@ -64,9 +48,9 @@ def test_help_explains_every_editing_flag(capsys):
     assert "white = regenerate, black = keep" in words and "exit status" in words
 
 
-def test_strength_zero_writes_the_input_and_records_the_edit(run, files, tmp_path):
-    status, stdout, err = run("--prompt", PROMPT, "--init-image", files / "image.png", "--strength", 0,
-                              "--out", tmp_path / "same.png")
+def test_strength_zero_writes_the_input_and_records_the_edit(sample_cli, files, tmp_path):
+    status, stdout, err = sample_cli("--prompt", PROMPT, "--init-image", files / "image.png", "--strength", 0,
+                                     "--out", tmp_path / "same.png")
     assert status == 0, err
     assert (_pixels(tmp_path / "same.png") == _pixels(files / "image.png")).all()
     settings = json.loads(Image.open(tmp_path / "same.png").text["settings"])
@@ -74,10 +58,10 @@ def test_strength_zero_writes_the_input_and_records_the_edit(run, files, tmp_pat
                                 "strength": {"base": 0.0, "sr1": 0.0, "sr2": 0.0}}
 
 
-def test_variations_grid(run, files, tmp_path):
+def test_variations_grid(sample_cli, files, tmp_path):
     out = tmp_path / "variations"
-    status, _, err = run("--prompt", PROMPT, "--init-image", files / "palette.png", "--num-images", 2, "--grid",
-                         "--out", out)
+    status, _, err = sample_cli("--prompt", PROMPT, "--init-image", files / "palette.png", "--num-images", 2, "--grid",
+                                "--out", out)
     assert status == 0, err
     assert sorted(p.name for p in out.iterdir()) == ["000.png", "001.png", "grid.png"]
     assert json.loads(Image.open(out / "000.png").text["settings"])["edit"]["strength"]["base"] == 0.6
@@ -85,9 +69,9 @@ def test_variations_grid(run, files, tmp_path):
 
 
 @pytest.mark.parametrize("mask", ["mask.png", "mask_rgb.png"])
-def test_inpainting_keeps_the_unmasked_pixels(run, files, tmp_path, mask):
-    status, _, err = run("--prompt", PROMPT, "--init-image", files / "image.png", "--mask", files / mask,
-                         "--resample-steps", 2, "--out", tmp_path / "inpainted.png")
+def test_inpainting_keeps_the_unmasked_pixels(sample_cli, files, tmp_path, mask):
+    status, _, err = sample_cli("--prompt", PROMPT, "--init-image", files / "image.png", "--mask", files / mask,
+                                "--resample-steps", 2, "--out", tmp_path / "inpainted.png")
     assert status == 0, err
     keep = np.asarray(Image.open(files / "mask.png")) < 128
     out, original = _pixels(tmp_path / "inpainted.png"), _pixels(files / "image.png")
@@ -97,18 +81,18 @@ def test_inpainting_keeps_the_unmasked_pixels(run, files, tmp_path, mask):
     assert edit["mode"] == "inpaint" and edit["resample_steps"] == 2 and edit["strength"]["sr2"] == 1.0
 
 
-def test_outpainting_pads_a_non_square_image(run, files, tmp_path):
-    status, _, err = run("--prompt", PROMPT, "--init-image", files / "wide.png", "--outpaint", 0, 8, 0, 8,
-                         "--out", tmp_path / "out.png")
+def test_outpainting_pads_a_non_square_image(sample_cli, files, tmp_path):
+    status, _, err = sample_cli("--prompt", PROMPT, "--init-image", files / "wide.png", "--outpaint", 0, 8, 0, 8,
+                                "--out", tmp_path / "out.png")
     assert status == 0, err
     out = _pixels(tmp_path / "out.png")
     assert out.shape == (64, 64, 3) and (out[8:56] == _pixels(files / "wide.png")).all()
 
 
-def test_interpolation_writes_frames_a_strip_and_a_gif_with_the_plain_samples_at_the_ends(run, tmp_path):
+def test_interpolation_writes_frames_a_strip_and_a_gif_with_the_plain_samples_at_the_ends(sample_cli, tmp_path):
     out = tmp_path / "interp"
-    status, stdout, err = run("--prompt", PROMPT, "--interpolate-to", OTHER, "--interpolate-seeds", 3, 4,
-                              "--frames", 3, "--gif", "--out", out)
+    status, stdout, err = sample_cli("--prompt", PROMPT, "--interpolate-to", OTHER, "--interpolate-seeds", 3, 4,
+                                     "--frames", 3, "--gif", "--out", out)
     assert status == 0, err
     assert sorted(p.name for p in out.iterdir()) == ["000.png", "001.png", "002.png", "interpolation.gif",
                                                       "interpolation.png"]
@@ -119,26 +103,26 @@ def test_interpolation_writes_frames_a_strip_and_a_gif_with_the_plain_samples_at
     assert Image.open(out / "002.png").text["prompt"] == OTHER
     settings = json.loads(Image.open(out / "001.png").text["settings"])
     assert settings["interpolation"]["u"] == 0.5 and settings["interpolation"]["to"] == {"prompt": OTHER, "seed": 4}
-    status, _, err = run("--prompt", OTHER, "--seed", 4, "--out", tmp_path / "plain.png")
+    status, _, err = sample_cli("--prompt", OTHER, "--seed", 4, "--out", tmp_path / "plain.png")
     assert status == 0, err
     assert (_pixels(out / "002.png") == _pixels(tmp_path / "plain.png")).all()
     strip = _pixels(out / "interpolation.png")
     assert (strip[:, 128:] == _pixels(tmp_path / "plain.png")).all()
 
 
-def test_interpolation_to_one_png_and_text_diff(run, tmp_path):
-    status, _, err = run("--prompt", PROMPT, "--interpolate-seeds", 0, 1, "--frames", 2, "--gif", "--stop-at-stage",
-                         1, "--out", tmp_path / "strip.png")
+def test_interpolation_to_one_png_and_text_diff(sample_cli, tmp_path):
+    status, _, err = sample_cli("--prompt", PROMPT, "--interpolate-seeds", 0, 1, "--frames", 2, "--gif",
+                                "--stop-at-stage", 1, "--out", tmp_path / "strip.png")
     assert status == 0, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["strip.gif", "strip.png"]
     out = tmp_path / "diff"
-    status, stdout, err = run("--prompt", PROMPT, "--text-diff", "red", "green", "--diff-scale", 0, 1.5,
-                              "--stop-at-stage", 1, "--out", out)
+    status, stdout, err = sample_cli("--prompt", PROMPT, "--text-diff", "red", "green", "--diff-scale", 0, 1.5,
+                                     "--stop-at-stage", 1, "--out", out)
     assert status == 0, err
     assert sorted(p.name for p in out.iterdir()) == ["000.png", "001.png", "text_diff.png"]
     assert json.loads(Image.open(out / "001.png").text["settings"])["text_diff"] == {
         "source": "red", "target": "green", "scale": 1.5}
-    status, _, err = run("--prompt", PROMPT, "--stop-at-stage", 1, "--out", tmp_path / "plain.png")
+    status, _, err = sample_cli("--prompt", PROMPT, "--stop-at-stage", 1, "--out", tmp_path / "plain.png")
     assert (_pixels(out / "000.png") == _pixels(tmp_path / "plain.png")).all()  # scale 0: the plain sample
 
 
@@ -160,11 +144,11 @@ def test_interpolation_to_one_png_and_text_diff(run, tmp_path):
     (["--gif"], "--gif needs --interpolate-to or --interpolate-seeds"),
     (["--diff-scale", "2"], "--diff-scale needs --text-diff"),
 ])
-def test_bad_editing_arguments_give_one_clear_line_and_exit_2(run, files, tmp_path, args, message):
+def test_bad_editing_arguments_give_one_clear_line_and_exit_2(sample_cli, files, tmp_path, args, message):
     import re
 
     args = [str(files / a) if a.endswith(".png") else a for a in args]
-    status, stdout, err = run("--prompt", PROMPT, *args, "--out", tmp_path / "out")
+    status, stdout, err = sample_cli("--prompt", PROMPT, *args, "--out", tmp_path / "out")
     assert status == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("imagen-sample: error: "), err
