@@ -4,13 +4,15 @@
 
 Sections:
   default   every stage with its default sampling (DPM-Solver++, guidance 5, dynamic thresholding), one- and
-            two-object prompts, plus SR sharpness against bicubic upsampling of the base output
+            two-object prompts (the SR stages on fewer: --sr-prompts), plus SR sharpness against bicubic
+            upsampling of the stage's input
   steps     base compliance vs number of steps per sampler (DDPM 250 as the reference)
   guidance  base compliance vs guidance scale, static vs dynamic thresholding (the paper's figure 4 analog)
   sr        SR aug level x guidance sweep (first SR stage)
   progress  base compliance vs training time, over the kept checkpoints of a run (--run RUN_DIR)
 Prints one JSON object as its last line: {"base64": {attribute: accuracy on one-object prompts, ...,
-"two_objects": {...}}, "sr256": {..., "sharpness_vs_bicubic"}, "sr1024": ..., "sweeps": ...}.
+"two_objects": {...}}, "base_of_sr64": the same on the SR prompts, "sr256": {..., "sharpness_vs_bicubic"},
+"sr1024": ..., "sweeps": ...}.
 """
 
 from __future__ import annotations
@@ -36,20 +38,32 @@ def _scores(summary: dict, group: str = "one_object") -> dict:
     return {k: summary[group][k] for k in ATTRIBUTES if summary[group].get(k) is not None}
 
 
-def default_section(pipe: Imagen, count: int, two_count: int) -> dict:
-    one = held_out_prompts(count)
-    two = held_out_prompts(two_count, objects=2)
-    started = time.perf_counter()
-    outputs = pipe.generate(one + two, seed=0, max_batch_size=16, progress=False)
-    seconds = time.perf_counter() - started
+def default_section(pipe: Imagen, count: int, two_count: int, sr_count: int) -> dict:
+    """The base stage on `count` one- and `two_count` two-object prompts; the SR stages (costly at 1024 px) on
+    the first `sr_count` one-object and a third as many two-object prompts, with the base outputs they upsample
+    judged beside them."""
     from imagen.eval import evaluate
 
-    result = {"prompts": {"one_object": len(one), "two_objects": len(two)}, "seconds": round(seconds, 1)}
+    one, two = held_out_prompts(count), held_out_prompts(two_count, objects=2)
+    started = time.perf_counter()
+    base = pipe.generate(one + two, seed=0, stop_at_stage="base", max_batch_size=16, progress=False)["base"]
+    result = {"prompts": {"one_object": len(one), "two_objects": len(two)},
+              "base_seconds": round(time.perf_counter() - started, 1)}
+    summary = evaluate(base, one + two)
+    result[f"base{base.shape[-1]}"] = {**_scores(summary), "two_objects": _scores(summary, "two_objects")}
+    if len(pipe.stages) == 1:
+        return result
+    sr_one, sr_two = one[:sr_count], two[:max(1, sr_count // 3)]
+    prompts = sr_one + sr_two
+    started = time.perf_counter()
+    outputs = pipe.generate(prompts, seed=0, max_batch_size=4, progress=False)
+    result["sr_prompts"] = {"one_object": len(sr_one), "two_objects": len(sr_two)}
+    result["cascade_seconds"] = round(time.perf_counter() - started, 1)
     names = list(outputs)
     for i, name in enumerate(names):
         images = outputs[name]
-        summary = evaluate(images, one + two)
-        key = ("sr" if i else "base") + str(images.shape[-1])
+        summary = evaluate(images, prompts)
+        key = ("sr" if i else "base_of_sr") + str(images.shape[-1])
         result[key] = {**_scores(summary), "two_objects": _scores(summary, "two_objects")}
         if i:
             ratios = [compare_to_bicubic(hi, lo)["ratio"] for hi, lo in zip(images[:8], outputs[names[i - 1]][:8],
@@ -138,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="few prompts and settings (a smoke run)")
     parser.add_argument("--sections", default="default", help="comma-separated: default,steps,guidance,sr,progress")
     parser.add_argument("--prompts", type=int, help="held-out one-object prompts per setting (default 48, quick 8)")
+    parser.add_argument("--sr-prompts", type=int, help="one-object prompts drawn through the SR stages (default 8, "
+                                                       "quick 2)")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     pipe = Imagen.from_pretrained(args.model)
@@ -145,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     result: dict = {"model": str(args.model), "machine": machine()}
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     if "default" in sections:
-        result.update(default_section(pipe, count, max(2, count // 3)))
+        result.update(default_section(pipe, count, max(2, count // 3), args.sr_prompts or (2 if args.quick else 8)))
     sweeps = {}
     if "steps" in sections:
         sweeps["steps"] = steps_section(pipe, count, args.quick)
