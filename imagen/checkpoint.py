@@ -66,7 +66,7 @@ def resolve_model(name_or_path: str | Path) -> Path:
     if path.is_dir():
         if not (path / CONFIG_FILE).is_file():
             raise ValueError(f"model directory {path} has no {CONFIG_FILE}: give a directory written by "
-                             "save_pretrained or imagen-train (its export/ folder)")
+                             "save_pretrained or an imagen-train run directory")
         return path
     cached = find_in_hub_cache(name, CONFIG_FILE)
     if cached is not None:

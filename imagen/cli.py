@@ -1,6 +1,6 @@
 """`imagen-sample`: text -> images with a saved cascade, from the command line.
 
-    imagen-sample --model runs/shapes/export --prompt "a large red circle at the center on a blue background"
+    imagen-sample --model runs/tiny --prompt "a large red circle at the center on a blue background"
     imagen-sample --model shapes --prompts-file prompts.txt --num-images 4 --guidance-scale 5 4 1 --grid
     imagen-sample --model shapes --prompt "..." --stop-at-stage 2 --sweep aug-level=0,0.1,0.2,0.3 \\
                   guidance-scale@sr1=1,3,5,8
