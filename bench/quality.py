@@ -1,6 +1,7 @@
 """Caption compliance of a trained cascade on held-out shapes prompts, judged on the pixels (`imagen.eval`).
 
-    python bench/quality.py --model runs/shapes [--quick] [--sections default,steps,guidance,sr] [--plot out.png]
+    python bench/quality.py --model runs/shapes [--quick] [--sections default,steps,guidance,sr,progress]
+                                                [--plot sweeps.png]
 
 Sections:
   default   every stage with its default sampling (DPM-Solver++, guidance 5, dynamic thresholding), one- and
@@ -152,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="few prompts and settings (a smoke run)")
     parser.add_argument("--sections", default="default", help="comma-separated: default,steps,guidance,sr,progress")
     parser.add_argument("--prompts", type=int, help="held-out one-object prompts per setting (default 48, quick 8)")
+    parser.add_argument("--plot", type=Path, help="also draw the sweeps as line charts into this PNG")
     parser.add_argument("--sr-prompts", type=int, help="one-object prompts drawn through the SR stages (default 8, "
                                                        "quick 2)")
     args = parser.parse_args(argv)
@@ -173,6 +175,15 @@ def main(argv: list[str] | None = None) -> int:
         sweeps["progress"] = progress_section(args.run or Path(args.model), count)
     if sweeps:
         result["sweeps"] = sweeps
+    if args.plot and sweeps:
+        import io
+
+        from bench.plot import plot_sweeps
+        from imagen.io import atomic_write
+
+        buffer = io.BytesIO()
+        plot_sweeps(sweeps).save(buffer, format="PNG")
+        atomic_write(args.plot, buffer.getvalue())
     emit(result)
     return 0
 
