@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: install demo test test-slow lint bench
+.PHONY: install demo test lint
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -21,9 +21,6 @@ demo: install
 test: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest -q
-
-test-slow: install
-	$(VENV)/bin/pytest -q -m slow
 
 lint: install
 	$(VENV)/bin/ruff check .
