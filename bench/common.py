@@ -11,6 +11,7 @@ import subprocess
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PEER_PYTHON = ROOT / ".anchors" / "imagen-pytorch" / "bin" / "python"  # imagen-pytorch 2.1.0's venv
@@ -62,10 +63,25 @@ def reset_peak_rss() -> None:
         pass
 
 
+def atomic_save(path: str | Path, save: Callable[[BinaryIO], object]) -> None:
+    """Write `path` through `save(handle)` so that readers see the old file or the whole new one, never a part:
+    a temp file in the same directory, fsynced, then renamed over `path` (stdlib only, for the peer's venv)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            save(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def emit(result: dict, out: str | Path | None = None) -> None:
     """Print the result as one JSON object on the last line of stdout (and, with `out`, write it there)."""
     if out:
-        Path(out).write_text(json.dumps(result, indent=2), encoding="utf-8")
+        atomic_save(out, lambda handle: handle.write(json.dumps(result, indent=2).encode("utf-8")))
     print(json.dumps(result), flush=True)
 
 

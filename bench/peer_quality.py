@@ -44,7 +44,15 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import DEFAULT_HARNESS, DEFAULT_PEER_PYTHON, check_peer, emit, machine, spawn_json  # noqa: E402
+from bench.common import (  # noqa: E402
+    DEFAULT_HARNESS,
+    DEFAULT_PEER_PYTHON,
+    atomic_save,
+    check_peer,
+    emit,
+    machine,
+    spawn_json,
+)
 
 WORKER = ROOT / "bench" / "peer_quality_worker.py"
 ATTRIBUTES = ("background", "object_color", "position", "shape", "size", "overall", "object_found")
@@ -66,15 +74,9 @@ def _read_json(path: Path) -> dict | None:
 
 
 def _save_npy(path: Path, array) -> None:
-    import io
-
     import numpy as np
 
-    from imagen.io import atomic_write
-
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    atomic_write(path, buffer.getvalue())
+    atomic_save(path, lambda handle: np.save(handle, array))
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -31,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import DEFAULT_HARNESS, peak_rss_mb, peer_offline  # noqa: E402  (stdlib only)
+from bench.common import DEFAULT_HARNESS, atomic_save, peak_rss_mb, peer_offline  # noqa: E402  (stdlib only)
 
 # The peer's base U-Net for this comparison: the anchor harness's base config (dim 64, mults 1,2,4, two
 # ResNet blocks per level, self-attention at the lowest level, cross-attention at the two lowest) at dim 32,
@@ -42,17 +41,8 @@ PEER_UNET = {"dim": 32, "dim_mults": [1, 2, 4], "num_resnet_blocks": 2, "layer_a
 RESOLUTION = 64
 
 
-def _atomic_save(path: Path, save) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        save(handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
 def _write_json(path: Path, data: dict) -> None:
-    _atomic_save(path, lambda h: h.write(json.dumps(data, indent=2).encode()))
+    atomic_save(path, lambda h: h.write(json.dumps(data, indent=2).encode()))
 
 
 def build_imagen(torch, text_dim: int, sample_steps: int):
@@ -107,7 +97,7 @@ def train(args: argparse.Namespace, out: Path) -> dict:
             print(f"peer: step {step} loss {sum(recent) / len(recent):.4f} elapsed {elapsed / 60:.1f}/"
                   f"{args.minutes} min, {step * args.batch / elapsed:.1f} images/s", flush=True)
     state = {"ema": trainer.ema_unets[0].ema_model.state_dict(), "online": imagen.unets[0].state_dict()}
-    _atomic_save(out / "weights.pt", lambda h: torch.save(state, h))
+    atomic_save(out / "weights.pt", lambda h: torch.save(state, h))
     result = {"steps": step, "train_s": round(elapsed, 1), "wall_s": round(time.perf_counter() - wall_start, 1),
               "images_seen": step * args.batch, "epochs": round(step * args.batch / n, 3), "minutes": args.minutes,
               "params": params, "losses": [round(v, 5) for v in losses[:: max(1, len(losses) // 200)]],
@@ -147,7 +137,7 @@ def sample(args: argparse.Namespace, out: Path, text_dim: int) -> dict:
         chunks.append((images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy())
         print(f"peer: sampled {min(first + args.sample_batch, len(embeds))}/{len(embeds)}", flush=True)
     array = np.concatenate(chunks)
-    _atomic_save(out / "samples.npy", lambda h: np.save(h, array))
+    atomic_save(out / "samples.npy", lambda h: np.save(h, array))
     info = {"prompts_sha256": json.loads((prompts / "meta.json").read_text())["sha256"], "count": len(array),
             "sampler": "imagen-pytorch Imagen.sample (DDPM ancestral, uniform continuous-time grid)",
             "steps": args.sample_steps, "cond_scale": args.guidance, "dynamic_thresholding": True,

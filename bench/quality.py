@@ -27,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import emit, machine  # noqa: E402
+from bench.common import atomic_save, emit, machine  # noqa: E402
 from imagen import Imagen  # noqa: E402
 from imagen.eval import compare_to_bicubic  # noqa: E402
 from imagen.eval.model import held_out_prompts, model_compliance  # noqa: E402
@@ -176,14 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     if sweeps:
         result["sweeps"] = sweeps
     if args.plot and sweeps:
-        import io
-
         from bench.plot import plot_sweeps
-        from imagen.io import atomic_write
 
-        buffer = io.BytesIO()
-        plot_sweeps(sweeps).save(buffer, format="PNG")
-        atomic_write(args.plot, buffer.getvalue())
+        chart = plot_sweeps(sweeps)
+        atomic_save(args.plot, lambda handle: chart.save(handle, format="PNG"))
     emit(result)
     return 0
 

@@ -45,13 +45,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _exporting(args: argparse.Namespace) -> bool:
+    """--export, or one of its options (which imply it)."""
+    return args.export or args.export_step is not None or args.export_to is not None
+
+
 def resolve(args: argparse.Namespace):
     """The run's config with all command-line overrides applied, and the stages to train."""
     from .run import RUN_CONFIG
 
     saved = args.output / RUN_CONFIG
-    if (args.resume or args.export or args.export_step is not None or args.export_to is not None) \
-            and saved.is_file() and args.config is None:
+    if (args.resume or _exporting(args)) and saved.is_file() and args.config is None:
         source = saved
     elif args.config is not None:
         source = args.config
@@ -85,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             print(to_json(config))
             return 0
-        if args.export or args.export_step is not None or args.export_to is not None:
+        if _exporting(args):
             from .run import export_checkpoint
 
             where = export_checkpoint(args.output, config, stages, step=args.export_step, output=args.export_to)
