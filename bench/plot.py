@@ -38,16 +38,21 @@ def chart(title: str, labels: Sequence[str], rows: Sequence[dict]) -> Image.Imag
 
 
 def sweep_panels(sweeps: dict) -> list[Image.Image]:
-    """The panels of quality.py's sweeps: steps, guidance (static and dynamic), sr, progress."""
+    """The panels of quality.py's sweeps: steps, guidance (static and dynamic), percentile, sr,
+    progress."""
     panels = []
     if sweeps.get("steps"):
         rows = sweeps["steps"]
         panels.append(chart("base compliance vs sampler steps", [f"{r['sampler']}{r['steps']}" for r in rows], rows))
     for mode in ("static", "dynamic"):
-        rows = [r for r in sweeps.get("guidance", []) if r["thresholding"] == mode]
+        rows = [r for r in sweeps.get("guidance", []) if r["thresholding"] == mode and "percentile" not in r]
         if rows:
             panels.append(chart(f"base compliance vs guidance scale, {mode} thresholding",
                                 [f"{r['guidance']:g}" for r in rows], rows))
+    rows = [r for r in sweeps.get("guidance", []) if "percentile" in r]
+    if rows:
+        panels.append(chart(f"base compliance vs dynamic-thresholding percentile, guidance {rows[0]['guidance']:g}",
+                            [f"{r['percentile']:g}" for r in rows], rows))
     if sweeps.get("sr"):
         rows = sweeps["sr"]
         panels.append(chart("first SR stage: aug level / guidance", [f"{r['aug_level']:g}/{r['guidance']:g}"

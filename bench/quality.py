@@ -8,11 +8,13 @@ Sections:
             two-object prompts (the SR stages on fewer: --sr-prompts), plus SR sharpness against bicubic
             upsampling of the stage's input
   steps     base compliance vs number of steps per sampler (DDPM 250 as the reference)
-  guidance  base compliance vs guidance scale, static vs dynamic thresholding (the paper's figure 4 analog)
+  guidance  base compliance vs guidance scale, static vs dynamic thresholding (the paper's figure 4 analog),
+            and vs the dynamic-thresholding percentile at the default guidance scale
   sr        SR aug level x guidance sweep (first SR stage)
   progress  base compliance vs training time, over the kept checkpoints of a run (--run RUN_DIR)
 Prints one JSON object as its last line: {"base64": {attribute: accuracy on one-object prompts, ...,
-"two_objects": {...}}, "base_of_sr64": the same on the SR prompts, "sr256": {..., "sharpness_vs_bicubic"},
+"two_objects": {...}}, "base_of_sr64": the same on the SR prompts, "sr256": {..., "sharpness_vs_bicubic", "flat_grain",
+"color_drift"},
 "sr1024": ..., "sweeps": ...}.
 """
 
@@ -37,6 +39,15 @@ ATTRIBUTES = ("background", "object_color", "position", "shape", "size", "overal
 
 def _scores(summary: dict, group: str = "one_object") -> dict:
     return {k: summary[group][k] for k in ATTRIBUTES if summary[group].get(k) is not None}
+
+
+def _sr_fidelity(compared: list[dict]) -> dict:
+    """Means over images of `compare_to_bicubic`: sharpness ratio, grain on flat regions, colour drift."""
+    def mean(key: str) -> float | None:
+        values = [c[key] for c in compared if c[key] is not None]
+        return round(sum(values) / len(values), 3) if values else None
+
+    return {"sharpness_vs_bicubic": mean("ratio"), "flat_grain": mean("flat_grain"), "color_drift": mean("color_drift")}
 
 
 def default_section(pipe: Imagen, count: int, two_count: int, sr_count: int) -> dict:
@@ -67,9 +78,8 @@ def default_section(pipe: Imagen, count: int, two_count: int, sr_count: int) -> 
         key = ("sr" if i else "base_of_sr") + str(images.shape[-1])
         result[key] = {**_scores(summary), "two_objects": _scores(summary, "two_objects")}
         if i:
-            ratios = [compare_to_bicubic(hi, lo)["ratio"] for hi, lo in zip(images[:8], outputs[names[i - 1]][:8],
-                                                                              strict=True)]
-            result[key]["sharpness_vs_bicubic"] = round(sum(ratios) / len(ratios), 3)
+            compared = [compare_to_bicubic(hi, lo) for hi, lo in zip(images, outputs[names[i - 1]], strict=True)]
+            result[key].update(_sr_fidelity(compared))
     return result
 
 
@@ -96,6 +106,12 @@ def guidance_section(pipe: Imagen, count: int, quick: bool) -> list[dict]:
                                        thresholding=thresholding)["base"]
             rows.append({"guidance": scale, "thresholding": thresholding, **_scores(summary)})
             print(rows[-1], file=sys.stderr, flush=True)
+    for percentile in ([0.9, 0.99] if quick else [0.8, 0.9, 0.95, 0.99, 0.999]):
+        summary = model_compliance(pipe, prompts, stop_at_stage="base", thresholding="dynamic",
+                                   dynamic_percentile=percentile)["base"]
+        rows.append({"guidance": pipe.stages["base"].config.sampler.guidance_scale, "thresholding": "dynamic",
+                     "percentile": percentile, **_scores(summary)})
+        print(rows[-1], file=sys.stderr, flush=True)
     return rows
 
 

@@ -1,10 +1,12 @@
 """Sharpness of images, for super-resolution outputs: is an SR stage's output sharper than plain bicubic
-upsampling of its low-res input?
+upsampling of its low-res input, and does it stay true to that input?
 
-The measure is the variance of the Laplacian of the luminance (in [0, 1]) at the image's own resolution:
-crisp edges give large second derivatives, blurred ones small. It depends on the scale, so compare images
-only at the same resolution (`compare_to_bicubic` upsamples the low-res input to the SR output's size). Like
-every such measure it also rises with noise; read it together with the compliance scores.
+The sharpness measure is the variance of the Laplacian of the luminance (in [0, 1]) at the image's own
+resolution: crisp edges give large second derivatives, blurred ones small. It depends on the scale, so compare
+images only at the same resolution (`compare_to_bicubic` upsamples the low-res input to the SR output's size).
+It also rises with noise, so `compare_to_bicubic` reports beside it the grain on regions that are flat in the
+input (an SR stage should keep them flat) and the colour drift (how far the output, shrunk back to the input's
+size, is from the input).
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from imagen.eval.image import ImageLike, to_rgb_array
+from imagen.eval.image import ImageLike, resize, to_rgb_array
 
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601
+FLAT_RANGE = 4.0  # a low-res pixel is flat when its 3x3 neighbourhood spans less than this (0-255 levels)
 
 
 def luminance(image: ImageLike) -> np.ndarray:
@@ -38,12 +41,44 @@ def bicubic_upsample(image: ImageLike, size: tuple[int, int]) -> Image.Image:
     return Image.fromarray(rgb).resize(size, Image.Resampling.BICUBIC)
 
 
-def compare_to_bicubic(sr_image: ImageLike, low_res: ImageLike) -> dict[str, float]:
-    """Sharpness of an SR output and of bicubic upsampling of its low-res input to the same size:
-    {"sr": float, "bicubic": float, "ratio": sr / bicubic} (ratio > 1: the SR output is sharper)."""
+def color_drift(sr_image: ImageLike, low_res: ImageLike) -> float:
+    """Mean RGB distance (0-255 levels) between the SR output area-averaged down to the low-res input's size
+    and that input: 0 for an output that keeps every colour of its input, ~25 for a visible shift."""
+    low = to_rgb_array(low_res)
+    if low.shape[0] != low.shape[1]:
+        raise ValueError(f"color_drift needs square images, got {low.shape[1]}x{low.shape[0]}")
+    shrunk = resize(to_rgb_array(sr_image), low.shape[0])
+    return float(np.linalg.norm(shrunk - low, axis=-1).mean())
+
+
+def flat_grain(sr_image: ImageLike, low_res: ImageLike) -> float | None:
+    """RMS of the SR output's luma Laplacian (0-255 levels) over the regions that are flat in the low-res input
+    (see FLAT_RANGE): noise an SR stage adds where there is nothing to sharpen (0 for a clean output). None
+    when the input has no flat region."""
+    low_luma = to_rgb_array(low_res) @ _LUMA
+    sr_luma = to_rgb_array(sr_image) @ _LUMA
+    side, factor = low_luma.shape[0], sr_luma.shape[0] // low_luma.shape[0]
+    if sr_luma.shape[0] != factor * side or min(side, sr_luma.shape[0]) < 3:
+        raise ValueError(f"flat_grain needs an SR output {sr_luma.shape[0]} px that is a multiple of its input "
+                         f"{side} px")
+    padded = np.pad(low_luma, 1, mode="edge")
+    window = np.stack([padded[dy:dy + side, dx:dx + side] for dy in range(3) for dx in range(3)])
+    flat = np.kron(window.max(0) - window.min(0) < FLAT_RANGE, np.ones((factor, factor), dtype=bool))[1:-1, 1:-1]
+    if not flat.any():
+        return None
+    luma = sr_luma.astype(np.float64)
+    laplacian = luma[:-2, 1:-1] + luma[2:, 1:-1] + luma[1:-1, :-2] + luma[1:-1, 2:] - 4 * luma[1:-1, 1:-1]
+    return float(np.sqrt(np.mean(laplacian[flat] ** 2)))
+
+
+def compare_to_bicubic(sr_image: ImageLike, low_res: ImageLike) -> dict[str, float | None]:
+    """An SR output against bicubic upsampling of its low-res input to the same size: {"sr": sharpness,
+    "bicubic": sharpness, "ratio": sr / bicubic (> 1: the SR output is sharper), "flat_grain": `flat_grain`,
+    "color_drift": `color_drift`}. Read the ratio with the grain: noise on flat regions raises it too."""
     sr_rgb = to_rgb_array(sr_image)
     height, width = sr_rgb.shape[:2]
     sr_value = sharpness(sr_rgb)
     bicubic_value = sharpness(bicubic_upsample(low_res, (width, height)))
     ratio = sr_value / bicubic_value if bicubic_value > 0 else float("inf") if sr_value > 0 else 1.0
-    return {"sr": sr_value, "bicubic": bicubic_value, "ratio": ratio}
+    return {"sr": sr_value, "bicubic": bicubic_value, "ratio": ratio, "flat_grain": flat_grain(sr_rgb, low_res),
+            "color_drift": color_drift(sr_rgb, low_res)}

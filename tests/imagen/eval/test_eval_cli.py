@@ -77,10 +77,13 @@ def test_manifest_and_low_res(tmp_path, capsys):
                                   for i, s in enumerate(scenes)) + "\n\n")
     out = tmp_path / "eval.json"
     assert main([str(manifest), "--low-res", str(tmp_path / "lo"), "--json", str(out)]) == 0
-    assert "sharper in 100% of 2 images" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "sharper in 100% of 2 images" in printed and "colour drift" in printed and "grain on flat" in printed
     result = json.loads(out.read_text())
     assert result["all"]["overall"] == 1.0
-    assert result["sharpness"]["vs_bicubic"]["count"] == 2 and result["sharpness"]["vs_bicubic"]["ratio_median"] > 2
+    compared = result["sharpness"]["vs_bicubic"]
+    assert compared["count"] == 2 and compared["ratio_median"] > 2
+    assert compared["color_drift_mean"] < 2 and compared["flat_grain_mean"] < 1
 
 
 @pytest.mark.parametrize("case", ["missing", "empty", "not_shapes", "bad_flag", "bad_low_res", "bad_json_dir",
