@@ -25,14 +25,15 @@ def test_it_is_listed_small_and_fp16_with_its_recipe_and_quality():
     assert {"background", "object_color", "position", "shape"} <= set(quality["base64"])
 
 
-def test_loads_by_name_offline_and_draws_a_distinct_object():
+def test_loads_by_name_offline_and_draws_what_the_caption_asks():
     pipe = Imagen.from_pretrained("shapes")
     assert list(pipe.stages) == ["base", "sr1", "sr2"]
     assert all(p.dtype == torch.float32 for p in pipe.parameters())  # fp16 on disk, fp32 to sample on CPU
-    image = pipe("a large red circle at the center on a blue background", seed=0, stop_at_stage="base",
-                 num_steps=10, output_type="tensor", progress=False)[0]
-    assert image.shape == (3, 64, 64)
+    prompts = ["a large red circle at the center on a blue background",
+               "a small yellow square at the top left on a black background"]
+    images = pipe(prompts, seed=0, stop_at_stage="base", output_type="tensor", progress=False)
+    assert images.shape == (2, 3, 64, 64)
     from imagen.eval import evaluate
 
-    scores = evaluate(image[None], ["a large red circle at the center on a blue background"])["one_object"]
-    assert scores["object_found"] == 1.0  # quality.json holds the measured compliance
+    scores = evaluate(images, prompts)["one_object"]  # quality.json holds the compliance on held-out prompts
+    assert scores["background"] == scores["object_color"] == scores["position"] == 1.0
