@@ -106,11 +106,15 @@ def _sharpness_summary(records: list[dict]) -> dict:
             "count": len(compared), "sr_mean": statistics.fmean(c["sr"] for c in compared),
             "bicubic_mean": statistics.fmean(c["bicubic"] for c in compared),
             "ratio_median": statistics.median(c["ratio"] for c in compared),
-            "sharper_fraction": sum(c["sr"] > c["bicubic"] for c in compared) / len(compared),
-            "color_drift_mean": statistics.fmean(c["color_drift"] for c in compared)}
-        grain = [c["flat_grain"] for c in compared if c["flat_grain"] is not None]
-        result["vs_bicubic"]["flat_grain_mean"] = statistics.fmean(grain) if grain else None
+            "sharper_fraction": sum(c["sr"] > c["bicubic"] for c in compared) / len(compared)}
+        for key in ("color_drift", "flat_grain"):
+            values = [c[key] for c in compared if c[key] is not None]
+            result["vs_bicubic"][f"{key}_mean"] = statistics.fmean(values) if values else None
     return result
+
+
+def _levels(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f} levels"
 
 
 def _table(title: str, summary: dict) -> list[str]:
@@ -169,8 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         cmp = result["sharpness"]["vs_bicubic"]
         print(f"vs bicubic upsampling of --low-res: {cmp['sr_mean']:.3g} vs {cmp['bicubic_mean']:.3g} "
               f"(median ratio {cmp['ratio_median']:.2f}, sharper in {100 * cmp['sharper_fraction']:.0f}% "
-              f"of {cmp['count']} images); colour drift {cmp['color_drift_mean']:.1f} levels, grain on flat "
-              f"regions " + ("n/a" if cmp["flat_grain_mean"] is None else f"{cmp['flat_grain_mean']:.1f} levels"))
+              f"of {cmp['count']} images); colour drift {_levels(cmp['color_drift_mean'])}, grain on flat regions "
+              f"{_levels(cmp['flat_grain_mean'])}")
     missing = sum("vs_bicubic" not in r for r in records) if args.low_res is not None else 0
     if missing:
         print(f"note: no readable low-res input in {args.low_res} for {missing} images")

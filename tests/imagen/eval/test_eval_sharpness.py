@@ -73,3 +73,12 @@ def test_color_drift_is_small_for_a_faithful_output_and_measures_a_shift(scenes)
         shifted = np.asarray(crisp, dtype=np.float32).copy()
         shifted[..., 2] = np.clip(shifted[..., 2] - 30, 0, 255)
         assert 15 < color_drift(shifted, low) <= 30.5
+
+
+def test_fidelity_needs_an_integer_upscale_of_a_square_input():
+    scene = held_out_scenes(1, 1)[0]
+    result = compare_to_bicubic(render(scene, 200), render(scene, 64))  # 200 / 64 is no integer factor
+    assert result["ratio"] > 1 and result["flat_grain"] is None and result["color_drift"] is None
+    for measure in (flat_grain, color_drift):
+        with pytest.raises(ValueError, match="multiple of its square input"):
+            measure(render(scene, 200), render(scene, 64))
