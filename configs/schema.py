@@ -53,6 +53,9 @@ class ObjectiveConfig:
     prediction: Literal["eps", "v", "x0"] = "eps"
     loss: Literal["l2", "l1", "huber"] = "l2"
     min_snr_gamma: float = 0.0  # min-SNR-gamma weighting (Hang et al. 2023); 0 disables it
+    # SR stages: diffuse the residual x - upsample(lowres) instead of x (the network adds detail to the
+    # upsampled input and keeps its colours by predicting zero where there is nothing to add)
+    lowres_residual: bool = False
 
     def __post_init__(self):
         _check(self.min_snr_gamma >= 0, f"min_snr_gamma must be >= 0, got {self.min_snr_gamma}")
@@ -193,6 +196,8 @@ class StageConfig:
                f"{'' if self.unet.efficient_order else ' in the classic order'})")
         _check(0 <= self.lowres_resolution < self.resolution,
                f"lowres_resolution ({self.lowres_resolution}) must be below resolution ({self.resolution})")
+        _check(self.lowres_resolution > 0 or not self.objective.lowres_residual,
+               "objective.lowres_residual needs a super-resolution stage (lowres_resolution > 0)")
         crop = self.train.crop_size
         _check(crop == 0 or (crop <= self.resolution and crop % factor == 0),
                f"train.crop_size {crop} must be <= resolution {self.resolution} and divisible by {factor}")

@@ -12,7 +12,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from .objective import to_x0_eps
+from .objective import batch_scale, to_x0_eps
 from .schedules import Schedule
 
 
@@ -21,16 +21,19 @@ class Condition:
     """Everything a stage's network is conditioned on besides x_t and t. Shapes:
     text_embeds (B, L, D) float, text_mask (B, L) bool (True = real token), drop_text (B,) bool (True = use
     the learned null condition), lowres (B, 3, H, W) in [-1, 1] (upsampled, noise-augmented), lowres_level
-    (B,) in [0, 1] (the augmentation level)."""
+    (B,) in [0, 1] (the augmentation level); anchor (B, 3, H, W) in [-1, 1]: for a stage that diffuses the
+    residual from its low-res input, that input upsampled and not augmented (the network predicts x0 - anchor)."""
 
     text_embeds: torch.Tensor | None = None
     text_mask: torch.Tensor | None = None
     drop_text: torch.Tensor | None = None
     lowres: torch.Tensor | None = None
     lowres_level: torch.Tensor | None = None
+    anchor: torch.Tensor | None = None
 
     def as_kwargs(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        """The network's keyword arguments (everything but the anchor, which the denoiser applies)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "anchor"}
 
     def cat(self, other: Condition) -> Condition:
         """Concatenate along the batch (both must carry the same fields); text is padded to one length."""
@@ -85,7 +88,14 @@ class Denoiser:
         self.net, self.schedule, self.prediction = net, schedule, prediction
 
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor, condition: Condition) -> Prediction:
-        """x_t (B, C, H, W), t (B,) in [0, 1] -> Prediction(x0, eps), each (B, C, H, W), float32."""
+        """x_t (B, C, H, W), t (B,) in [0, 1] -> Prediction(x0, eps), each (B, C, H, W), float32.
+
+        With an anchor a the network was trained on the residual r = x0 - a: the residual's noisy state is
+        r_t = alpha r + sigma eps = x_t - alpha a, so the sampler keeps working on images, and eps is shared."""
         alpha, sigma = self.schedule.alpha_sigma(t)
+        anchor = condition.anchor
+        if anchor is not None:
+            x_t = x_t - batch_scale(alpha, x_t).to(x_t.dtype) * anchor.to(x_t.dtype)
         output = self.net(x_t, t, **condition.as_kwargs()).float()
-        return Prediction(*to_x0_eps(self.prediction, output, x_t.float(), alpha, sigma))
+        x0, eps = to_x0_eps(self.prediction, output, x_t.float(), alpha, sigma)
+        return Prediction(x0 if anchor is None else x0 + anchor.float(), eps)

@@ -15,14 +15,14 @@ from configs import ObjectiveConfig
 PREDICTIONS = ("eps", "x0", "v")
 
 
-def _bcast(scale: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+def batch_scale(scale: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """(B,) -> (B, 1, 1, ...) to multiply a (B, ...) tensor."""
     return scale.reshape(scale.shape + (1,) * (like.ndim - scale.ndim))
 
 
 def q_sample(x0: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     """x_t = alpha x0 + sigma eps, with alpha, sigma of shape (B,)."""
-    return _bcast(alpha, x0) * x0 + _bcast(sigma, x0) * eps
+    return batch_scale(alpha, x0) * x0 + batch_scale(sigma, x0) * eps
 
 
 def target(prediction: str, x0: torch.Tensor, eps: torch.Tensor, alpha: torch.Tensor,
@@ -33,14 +33,14 @@ def target(prediction: str, x0: torch.Tensor, eps: torch.Tensor, alpha: torch.Te
     if prediction == "x0":
         return x0
     if prediction == "v":
-        return _bcast(alpha, x0) * eps - _bcast(sigma, x0) * x0
+        return batch_scale(alpha, x0) * eps - batch_scale(sigma, x0) * x0
     raise ValueError(f"unknown prediction {prediction!r}; valid: {', '.join(PREDICTIONS)}")
 
 
 def to_x0_eps(prediction: str, output: torch.Tensor, x_t: torch.Tensor, alpha: torch.Tensor,
               sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Convert a network output of kind `prediction` at x_t into (x0, eps)."""
-    a, s = _bcast(alpha, x_t), _bcast(sigma, x_t)
+    a, s = batch_scale(alpha, x_t), batch_scale(sigma, x_t)
     if prediction == "eps":
         return (x_t - s * output) / a, output
     if prediction == "x0":

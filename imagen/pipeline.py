@@ -10,6 +10,7 @@ image does not depend on the batch it was drawn in.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -109,19 +110,22 @@ class Imagen(nn.Module):
     def generate_from_embeddings(self, text_embeds: torch.Tensor, text_mask: torch.Tensor, *, seeds: Sequence[Any],
                                  options: dict[str, SamplingOptions] | None = None,
                                  negative: tuple[torch.Tensor, torch.Tensor] | None = None, edit: Any = None,
-                                 max_batch_size: int | None = None, progress: bool = True) -> dict[str, torch.Tensor]:
+                                 start: torch.Tensor | None = None, max_batch_size: int | None = None,
+                                 progress: bool = True) -> dict[str, torch.Tensor]:
         """Run the cascade on given text embeddings (B, L, D) and mask (B, L) (as `encode_prompts` returns
         them; the editing modes mix them); returns {stage name: (B, 3, R, R) in [-1, 1]}. `seeds`: one per
         image, an int or a noise source with `.generator(offset, device)` (imagen.editing.interpolation.SlerpSeeds);
         `options`: from `sampling_options` (default: every stage with its defaults); `negative`: (embeds, mask)
-        replacing the null condition; `edit`: an imagen.editing edit (img2img, inpainting) applied to every stage."""
+        replacing the null condition; `edit`: an imagen.editing edit (img2img, inpainting) applied to every stage;
+        `start` (B, 3, r, r) in [-1, 1]: the images that stand for the stages before the first one in `options`
+        (the input of the first SR stage run, at its low-res size)."""
         options = self.sampling_options() if options is None else options
         if max_batch_size is not None and max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
         if len(seeds) != text_embeds.shape[0]:
             raise ValueError(f"got {len(seeds)} seeds for {text_embeds.shape[0]} images")
         outputs: dict[str, torch.Tensor] = {}
-        previous = None
+        previous = None if start is None else start.to(self.device, torch.float32)
         for name in options:
             stage = self.stages[name]
             if stage.config.is_super_resolution and previous is None:
@@ -176,13 +180,59 @@ class Imagen(nn.Module):
 
         return text_diff(self, prompt, source, target, scales, **kwargs)
 
+    @torch.no_grad()
+    def upscale(self, prompts: str | Sequence[str], image, *, seed: int = 0, output_type: str = "pil",
+                negative_prompt: str | Sequence[str] | None = None, max_batch_size: int | None = None,
+                progress: bool = True, **sampling: Any) -> list[Image.Image] | torch.Tensor:
+        """The super-resolution stages alone on a given image: `image` (a path, PIL image or (3, H, W) tensor in
+        [-1, 1], square; or one per prompt) stands for the base stage's output, resized (with a warning) to the
+        first SR stage's input size, and each prompt describes it. Per-stage `sampling` arguments (those of
+        `generate`: guidance_scale, num_steps, aug_level, stop_at_stage, ...) count the SR stages only. Returns
+        what `__call__` does: the final images, PIL or a (N, 3, R, R) tensor in [-1, 1]."""
+        from .editing.images import load_image, resize_image
+
+        if output_type not in ("pil", "tensor"):
+            raise ValueError(f"output_type must be 'pil' or 'tensor', got {output_type!r}")
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        if not prompts or not all(isinstance(p, str) for p in prompts):
+            raise ValueError("prompts must be a non-empty list of strings")
+        sr_names = [n for n, stage in self.stages.items() if stage.config.is_super_resolution]
+        if not sr_names:
+            raise ValueError("this model has no super-resolution stage to upscale with")
+        sources = list(image) if isinstance(image, (list, tuple)) else [image] * len(prompts)
+        if len(sources) != len(prompts):
+            raise ValueError(f"got {len(sources)} images for {len(prompts)} prompts: give one image, or one per prompt")
+        options = self.sampling_options(start_at_stage=sr_names[0], **sampling)
+        size = self.stages[sr_names[0]].config.lowres_resolution
+        loaded = [load_image(source, "the image to upscale") for source in sources]
+        for tensor in loaded:
+            if tensor.shape[-1] != size:
+                warnings.warn(f"resizing the {tensor.shape[-1]}x{tensor.shape[-2]} image to {size}x{size}, the input "
+                              f"size of the first super-resolution stage ({sr_names[0]})", stacklevel=3)
+        start = torch.cat([resize_image(tensor, size) for tensor in loaded])
+        negatives = _negative_prompts(negative_prompt, len(prompts))
+        embeds, mask = self.encode_prompts(prompts)
+        negative = None if negatives is None else self.encode_prompts(negatives)
+        outputs = self.generate_from_embeddings(embeds, mask, seeds=[seed + i for i in range(len(prompts))],
+                                                options=options, negative=negative, start=start,
+                                                max_batch_size=max_batch_size, progress=progress)
+        final = list(outputs.values())[-1]
+        return to_pil(final) if output_type == "pil" else final
+
     def sampling_options(self, *, guidance_scale: PerStage = None, num_steps: PerStage = None, sampler: PerStage = None,
                          thresholding: PerStage = None, dynamic_percentile: PerStage = None,
                          aug_level: float | Sequence[float] | None = None, time_grid: PerStage = None,
-                         stop_at_stage: int | str | None = None) -> dict[str, SamplingOptions]:
+                         stop_at_stage: int | str | None = None, start_at_stage: str | None = None
+                         ) -> dict[str, SamplingOptions]:
         """{stage name: its resolved SamplingOptions} for the stages `generate` would run with these
-        arguments (defaults filled in, values checked): what a run used, for records and file metadata."""
+        arguments (defaults filled in, values checked): what a run used, for records and file metadata.
+        `start_at_stage`: the name of the first stage run (`upscale` starts at the first SR stage)."""
         names = self._stages_to_run(stop_at_stage)
+        if start_at_stage is not None:
+            if start_at_stage not in names:
+                raise ValueError(f"stop_at_stage {stop_at_stage!r} ends the run before its first stage, "
+                                 f"{start_at_stage}")
+            names = names[names.index(start_at_stage):]
         stages = (list(self.stages), names)
         srs = tuple([n for n in group if self.stages[n].config.is_super_resolution] for group in stages)
         return {name: self.stages[name].resolve_options(SamplingOptions(

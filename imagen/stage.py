@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -114,16 +114,20 @@ class Stage(nn.Module):
         so a step is a pure function of its inputs: exact resume, and equal gradients however a global batch
         is split over processes)."""
         condition = Condition(text_embeds=text_embeds, text_mask=text_mask, drop_text=noise.drop_text)
+        x0 = images
         if self.config.is_super_resolution:
             if lowres is None:
                 raise ValueError("an SR stage needs the low-res images to train")
-            aug = noise_augment(upsample(lowres, images.shape[-1]), noise.aug_level, self.schedule, noise.aug_eps)
+            upsampled = upsample(lowres, images.shape[-1])
+            aug = noise_augment(upsampled, noise.aug_level, self.schedule, noise.aug_eps)
             condition = Condition(text_embeds, text_mask, noise.drop_text, aug, noise.aug_level)
+            if self.config.objective.lowres_residual:
+                x0 = images - upsampled
         log_snr = self.schedule.log_snr(noise.t)
         alpha, sigma = self.schedule.alpha_sigma(noise.t)
-        x_t = q_sample(images, alpha, sigma, noise.eps)
+        x_t = q_sample(x0, alpha, sigma, noise.eps)
         output = self.net(x_t, noise.t, **condition.as_kwargs())
-        return per_sample_loss(self.config.objective, output, images, noise.eps, alpha, sigma, log_snr)
+        return per_sample_loss(self.config.objective, output, x0, noise.eps, alpha, sigma, log_snr)
 
     def forward(self, images: torch.Tensor, text_embeds: torch.Tensor | None, text_mask: torch.Tensor | None,
                 noise: TrainingNoise, lowres: torch.Tensor | None = None) -> torch.Tensor:
@@ -158,11 +162,13 @@ class Stage(nn.Module):
                 raise ValueError(f"the {size} px SR stage needs the previous stage's images")
             level = fixed_levels(batch, options.aug_level, device)
             eps = randn((batch, 3, size, size), generator, device=device)
-            aug = noise_augment(upsample(lowres.to(device), size), level, self.schedule, eps)
-            condition = Condition(text_embeds, text_mask, None, aug, level)
+            upsampled = upsample(lowres.to(device), size)
+            aug = noise_augment(upsampled, level, self.schedule, eps)
+            anchor = upsampled if self.config.objective.lowres_residual else None
+            condition = Condition(text_embeds, text_mask, None, aug, level, anchor)
         negative_condition = None
         if negative is not None:
-            negative_condition = Condition(negative[0], negative[1], None, condition.lowres, condition.lowres_level)
+            negative_condition = replace(condition, text_embeds=negative[0], text_mask=negative[1])
         return SamplingRun(
             denoise=guided(self.denoiser, condition, options.guidance_scale, negative_condition),
             sampler=get_sampler(options.sampler, eta=defaults.eta, order=defaults.order),

@@ -16,6 +16,9 @@ DEFAULT_STRENGTH, DEFAULT_FRAMES, DEFAULT_FRAME_MS = 0.6, 8, 150
 
 EPILOG = """\
 editing a given image (white mask pixels = regenerate, black = keep; any image mode; masks split at grey 128):
+  --upscale IMG                            upscaler: the super-resolution stages alone on IMG (square, any size;
+                                           resized to the base resolution, e.g. 64 px), the prompt describing it;
+                                           the same as --init-image IMG --strength 0 1 1
   --init-image IMG [--strength S]          variations / image-to-image: IMG noised to level S (0 keeps it,
                                            1 ignores it; default 0.6) then denoised with the prompt; use
                                            --num-images K --grid for K variations. IMG: square, any size (it is
@@ -38,6 +41,10 @@ exploring:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     edit = parser.add_argument_group("editing a given image (see 'editing' below)")
+    edit.add_argument("--upscale", type=Path, metavar="IMG",
+                      help="upscaler: run the super-resolution stages alone on IMG, which stands for the base stage's "
+                           "output (resized to the base resolution, with a note, when it has another size); the "
+                           "prompt describes the image")
     edit.add_argument("--init-image", type=Path, metavar="IMG",
                       help="start from this image: image-to-image variations, or with --mask / --outpaint the image "
                            "to inpaint / extend")
@@ -67,13 +74,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def mode(args: argparse.Namespace) -> str | None:
-    """'image', 'interpolate', 'text-diff' or None (plain sampling)."""
-    chosen = [name for name, on in (("image", args.init_image is not None),
+    """'image' (--init-image or --upscale), 'interpolate', 'text-diff' or None (plain sampling)."""
+    if args.upscale is not None and any(getattr(args, a) not in (None, False) for a in
+                                        ("init_image", "strength", "mask", "outpaint")):
+        raise UsageError("--upscale runs the super-resolution stages on the image as it is: drop --init-image, "
+                         "--strength, --mask and --outpaint")
+    chosen = [name for name, on in (("image", args.init_image is not None or args.upscale is not None),
                                     ("interpolate", args.interpolate_to is not None or args.interpolate_seeds),
                                     ("text-diff", args.text_diff is not None)) if on]
     if len(chosen) > 1:
-        raise UsageError("--init-image, --interpolate-to/--interpolate-seeds and --text-diff are separate modes: "
-                         "give one")
+        raise UsageError("--init-image/--upscale, --interpolate-to/--interpolate-seeds and --text-diff are separate "
+                         "modes: give one")
     return chosen[0] if chosen else None
 
 
@@ -124,6 +135,9 @@ def _needs(args: argparse.Namespace, ok: bool, *flags: tuple[str, str], what: st
 def _image_inputs(args: argparse.Namespace) -> ImageInputs:
     from .images import check_same_size, load_image, load_mask, open_image, outpaint_canvas
 
+    if args.upscale is not None:
+        image = load_image(args.upscale, "--upscale")
+        return ImageInputs(image, None, {"mode": "upscale", "upscale": str(args.upscale)})
     if args.resample_steps < 1:
         raise UsageError(f"--resample-steps must be >= 1 (1 = no resampling), got {args.resample_steps}")
     if args.resample_steps > 1 and args.mask is None and args.outpaint is None:
@@ -155,11 +169,31 @@ def image_edit(args: argparse.Namespace, pipe, inputs: ImageInputs | None) -> tu
         return None, None
     from .image_edit import ImageEdit, stage_strengths
 
-    default = DEFAULT_STRENGTH if inputs.mask is None else 1.0
     stop = args.stop_at_stage
-    strengths = stage_strengths(pipe, args.strength or default, int(stop) if stop and stop.isdigit() else stop)
+    stop = int(stop) if stop and stop.isdigit() else stop
+    if inputs.settings["mode"] == "upscale":
+        strengths = upscale_strengths(pipe, stop, inputs.image.shape[-1])
+    else:
+        default = DEFAULT_STRENGTH if inputs.mask is None else 1.0
+        strengths = stage_strengths(pipe, args.strength or default, stop)
     edit = ImageEdit(inputs.image, inputs.mask, strengths, args.resample_steps)
     return edit, {**inputs.settings, "strength": strengths}
+
+
+def upscale_strengths(pipe, stop_at_stage: int | str | None, side: int) -> dict[str, float]:
+    """{stage name: strength} of an upscale: the image kept as the base stage's output (strength 0), every
+    super-resolution stage sampled in full (1); a note on stderr when the image is resized."""
+    import sys
+
+    names = list(pipe.sampling_options(stop_at_stage=stop_at_stage))
+    base = names[0]
+    if len(names) < 2:
+        raise UsageError("--upscale needs a super-resolution stage in the run: drop --stop-at-stage 1")
+    resolution = pipe.stages[base].resolution
+    if side != resolution:
+        print(f"{PROG}: note: --upscale image is {side}x{side}; resized to {resolution}x{resolution}, the "
+              f"{base} stage's resolution", file=sys.stderr)
+    return {name: 0.0 if name == base else 1.0 for name in names}
 
 
 def run(run, current: str) -> None:

@@ -191,3 +191,23 @@ def test_resolve_device():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA GPU"):
             resolve_device("cuda:0")
+
+
+def test_upscale_runs_the_sr_stages_on_a_given_image_as_the_cascade_does(tiny_pipe):
+    full = tiny_pipe.generate([PROMPTS[0]], seed=3, progress=False)
+    up = tiny_pipe.upscale(PROMPTS[0], full["base"][0], seed=3, output_type="tensor", progress=False)
+    torch.testing.assert_close(up, full["sr2"], atol=ATOL, rtol=0)  # same noise: the same final image
+    first = tiny_pipe.upscale(PROMPTS[0], full["base"][0], seed=3, stop_at_stage="sr1", output_type="tensor",
+                              progress=False)
+    torch.testing.assert_close(first, full["sr1"], atol=ATOL, rtol=0)
+
+
+def test_upscale_takes_per_sr_stage_options_and_resizes_other_sizes_with_a_warning(tiny_pipe):
+    image = Image.new("RGB", (40, 40), (200, 30, 30))
+    with pytest.warns(UserWarning, match="resizing the 40x40 image to 16x16"):
+        out = tiny_pipe.upscale([PROMPTS[0], PROMPTS[1]], image, guidance_scale=[1.0, 2.0], progress=False)
+    assert [im.size for im in out] == [(64, 64), (64, 64)]
+    with pytest.raises(ValueError, match="ends the run before its first stage"):
+        tiny_pipe.upscale(PROMPTS[0], image, stop_at_stage=1, progress=False)
+    with pytest.raises(ValueError, match="2 images for 1 prompts"):
+        tiny_pipe.upscale(PROMPTS[0], [image, image], progress=False)

@@ -41,8 +41,9 @@ def _pixels(path):
 def test_help_explains_every_editing_flag(capsys):
     assert cli.main(["--help"]) == 0
     text = capsys.readouterr().out
-    for flag in ("--init-image", "--strength", "--mask", "--resample-steps", "--outpaint", "--interpolate-to",
-                 "--interpolate-seeds", "--frames", "--gif", "--frame-duration", "--text-diff", "--diff-scale"):
+    for flag in ("--upscale", "--init-image", "--strength", "--mask", "--resample-steps", "--outpaint",
+                 "--interpolate-to", "--interpolate-seeds", "--frames", "--gif", "--frame-duration", "--text-diff",
+                 "--diff-scale"):
         assert flag in text, flag
     words = " ".join(text.split())
     assert "white = regenerate, black = keep" in words and "exit status" in words
@@ -56,6 +57,20 @@ def test_strength_zero_writes_the_input_and_records_the_edit(sample_cli, files, 
     settings = json.loads(Image.open(tmp_path / "same.png").text["settings"])
     assert settings["edit"] == {"mode": "img2img", "init_image": str(files / "image.png"), "resample_steps": 1,
                                 "strength": {"base": 0.0, "sr1": 0.0, "sr2": 0.0}}
+
+
+def test_upscale_is_strength_zero_for_the_base_and_notes_a_resize(sample_cli, files, tmp_path):
+    status, _, err = sample_cli("--prompt", PROMPT, "--upscale", files / "image.png", "--seed", 2,
+                                "--out", tmp_path / "up.png")
+    assert status == 0, err
+    assert "resized to 16x16" in err  # the tiny cascade's base makes 16 px images
+    status, _, err = sample_cli("--prompt", PROMPT, "--init-image", files / "image.png", "--strength", 0, 1, 1,
+                                "--seed", 2, "--out", tmp_path / "init.png")
+    assert status == 0, err
+    assert (_pixels(tmp_path / "up.png") == _pixels(tmp_path / "init.png")).all()
+    settings = json.loads(Image.open(tmp_path / "up.png").text["settings"])
+    assert settings["edit"]["mode"] == "upscale"
+    assert settings["edit"]["strength"] == {"base": 0.0, "sr1": 1.0, "sr2": 1.0}
 
 
 def test_variations_grid(sample_cli, files, tmp_path):
@@ -139,6 +154,9 @@ def test_interpolation_to_one_png_and_text_diff(sample_cli, tmp_path):
     (["--init-image", "image.png", "--outpaint", "1", "0", "0", "0"], "--outpaint: .*square"),
     (["--init-image", "image.png", "--outpaint", "1", "0", "0", "0", "--mask", "mask.png"], "drop --mask"),
     (["--init-image", "image.png", "--text-diff", "a", "b"], "separate modes"),
+    (["--upscale", "image.png", "--strength", "0"], "--upscale runs the super-resolution stages on the image as it is"),
+    (["--upscale", "image.png", "--stop-at-stage", "1"], "--upscale needs a super-resolution stage"),
+    (["--upscale", "junk.png"], "cannot read --upscale"),
     (["--interpolate-to", OTHER, "--frames", "1"], "--frames must be >= 2"),
     (["--interpolate-to", OTHER, "--num-images", "2"], "exactly one --prompt"),
     (["--gif"], "--gif needs --interpolate-to or --interpolate-seeds"),
