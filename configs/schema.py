@@ -105,7 +105,7 @@ class SamplerConfig:
     guidance_scale: float = 5.0
     thresholding: Literal["none", "static", "dynamic"] = "dynamic"
     dynamic_percentile: float = 0.995
-    time_grid: Literal["uniform", "logsnr"] = "logsnr"
+    time_grid: Literal["uniform", "logsnr", "karras"] = "logsnr"
     eta: float = 0.0  # DDIM stochasticity (0 = deterministic, 1 = DDPM-like)
     order: int = 2  # DPM-Solver++ multistep order (2 or 3)
 

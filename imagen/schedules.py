@@ -46,7 +46,14 @@ class Schedule:
             raise ValueError(f"unknown schedule kind {config.kind!r}; valid: {', '.join(_KINDS)}")
         self.config = config
         self._log_snr, self._t = _KINDS[config.kind]
-        bounds = torch.tensor([config.logsnr_max, config.logsnr_min], dtype=torch.float64)
+        # the configured range, within what the kind reaches over t in [0, 1] (linear: [-10.0, 9.21]), so t is
+        # never stretched beyond the schedule and both ends are reached
+        native_min, native_max = (float(v) for v in self._log_snr(torch.tensor([1.0, 0.0], dtype=torch.float64)))
+        self.logsnr_min, self.logsnr_max = max(config.logsnr_min, native_min), min(config.logsnr_max, native_max)
+        if self.logsnr_min >= self.logsnr_max:
+            raise ValueError(f"the {config.kind} schedule spans log-SNR [{native_min:.2f}, {native_max:.2f}], outside "
+                             f"the configured [{config.logsnr_min}, {config.logsnr_max}]")
+        bounds = torch.tensor([self.logsnr_max, self.logsnr_min], dtype=torch.float64)
         self.t_min, self.t_max = (float(v) for v in self._t(bounds))
 
     def log_snr(self, t: torch.Tensor) -> torch.Tensor:
@@ -64,8 +71,7 @@ class Schedule:
         return alpha_sigma_from_log_snr(self.log_snr(t))
 
     def __repr__(self) -> str:
-        c = self.config
-        return f"Schedule({c.kind}, log_snr in [{c.logsnr_min}, {c.logsnr_max}])"
+        return f"Schedule({self.config.kind}, log_snr in [{self.logsnr_min:g}, {self.logsnr_max:g}])"
 
 
 def alpha_sigma_from_log_snr(log_snr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

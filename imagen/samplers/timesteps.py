@@ -26,24 +26,29 @@ LOGSNR_START, LOGSNR_END = -8.0, 10.0
 def uniform_log_snr(num_steps: int, schedule: Schedule) -> torch.Tensor:
     """N levels evenly spaced in log-SNR from LOGSNR_START to LOGSNR_END (within the schedule's range),
     then t = 0 (DPM-Solver's 'logSNR' spacing)."""
-    c = schedule.config
-    start, end = max(c.logsnr_min, LOGSNR_START), min(c.logsnr_max, LOGSNR_END)
-    t = schedule.t_from_log_snr(torch.linspace(start, end, num_steps, dtype=torch.float64))
-    t[0] = 1.0
-    return torch.cat([t, t.new_zeros(1)])
+    start, end = max(schedule.logsnr_min, LOGSNR_START), min(schedule.logsnr_max, LOGSNR_END)
+    return _ending_at_zero(schedule.t_from_log_snr(torch.linspace(start, end, num_steps, dtype=torch.float64)))
 
 
 def karras(num_steps: int, schedule: Schedule, sigma_min: float = 0.002, sigma_max: float = 80.0,
            rho: float = 7.0) -> torch.Tensor:
     """EDM spacing (Karras et al. 2022, eq. 5): N noise levels rho-spaced in the VE sigma = sigma / alpha =
     exp(-log_snr / 2) between sigma_max and sigma_min (within the schedule's range), then t = 0."""
-    c = schedule.config
-    hi = min(sigma_max, math.exp(-c.logsnr_min / 2))
-    lo = max(sigma_min, math.exp(-c.logsnr_max / 2))
+    hi = min(sigma_max, math.exp(-schedule.logsnr_min / 2))
+    lo = max(sigma_min, math.exp(-schedule.logsnr_max / 2))
     ramp = torch.linspace(0.0, 1.0, num_steps, dtype=torch.float64)
     sigmas = (hi ** (1 / rho) + ramp * (lo ** (1 / rho) - hi ** (1 / rho))) ** rho
-    t = schedule.t_from_log_snr(-2.0 * sigmas.log())
+    return _ending_at_zero(schedule.t_from_log_snr(-2.0 * sigmas.log()))
+
+
+def _ending_at_zero(levels: torch.Tensor) -> torch.Tensor:
+    """N decreasing levels -> the N + 1 times of a grid: t = 1 first (x_T is drawn there), t = 0 last. A last
+    level already at t = 0 (a schedule whose clean end is below LOGSNR_END, e.g. the linear one at 9.21) is
+    moved halfway to the level before it, so the grid stays strictly decreasing."""
+    t = levels.clone()
     t[0] = 1.0
+    if len(t) > 1 and t[-1] <= 0.0:
+        t[-1] = t[-2] / 2
     return torch.cat([t, t.new_zeros(1)])
 
 

@@ -55,3 +55,18 @@ def test_t_from_log_snr_saturates_outside_the_range():
 
 def test_float32_input_gives_float32_output():
     assert Schedule().log_snr(torch.rand(4)).dtype == torch.float32
+
+
+def test_linear_schedule_spans_the_papers_range_and_reaches_both_ends():
+    schedule = Schedule(ScheduleConfig(kind="linear", logsnr_min=-20.0, logsnr_max=20.0))
+    ends = schedule.log_snr(torch.tensor([0.0, 1.0], dtype=torch.float64))
+    # continuous DDPM linear betas: log-SNR 9.21 at t = 0, -10.0 at t = 1; the configured [-20, 20] is not
+    # reachable, so t is not stretched beyond the schedule
+    torch.testing.assert_close(ends, torch.tensor([9.2103, -10.0001], dtype=torch.float64), atol=1e-4, rtol=0)
+    assert (schedule.t_min, schedule.t_max) == (0.0, 1.0)
+    assert schedule.logsnr_max == pytest.approx(9.2103, abs=1e-4)
+
+
+def test_a_range_outside_the_schedule_is_refused():
+    with pytest.raises(ValueError, match="spans log-SNR"):
+        Schedule(ScheduleConfig(kind="linear", logsnr_min=10.0, logsnr_max=20.0))

@@ -55,3 +55,27 @@ def test_bad_grids_are_rejected():
         time_grid("cubic", 5, Schedule())
     with pytest.raises(ValueError, match="strictly decreasing"):
         get_sampler("ddim")(lambda x, t: x, torch.zeros(1, 2), torch.tensor([0.0, 1.0]), schedule=Schedule())
+
+
+@pytest.mark.parametrize("kind", ["uniform", "logsnr", "karras"])
+@pytest.mark.parametrize("steps", [1, 2, 10, 50])
+def test_grids_of_the_linear_schedule_decrease_strictly(kind, steps):
+    from configs import ScheduleConfig
+
+    grid = time_grid(kind, steps, Schedule(ScheduleConfig(kind="linear")))
+    assert len(grid) == steps + 1 and grid[0] == 1.0 and grid[-1] == 0.0
+    assert bool((grid[1:] < grid[:-1]).all())
+
+
+@pytest.mark.parametrize("name", SAMPLERS)
+@pytest.mark.parametrize("kind", ["uniform", "logsnr", "karras"])
+def test_every_sampler_and_grid_samples_a_linear_schedule_stage(name, kind):
+    from configs import ScheduleConfig
+
+    schedule = Schedule(ScheduleConfig(kind="linear"))
+    x0 = torch.full((2, 3, 4, 4), 0.3)
+    denoise = lambda x, t: x0  # noqa: E731  (an exact denoiser for data that is always x0)
+    out = get_sampler(name)(denoise, torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0)),
+                            time_grid(kind, 8, schedule), schedule=schedule,
+                            generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(out, x0, atol=1e-3, rtol=0)
