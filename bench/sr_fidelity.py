@@ -11,8 +11,8 @@ Sections:
   cascade  the cascade's own base outputs for held-out prompts: compliance at every stage side by side, colour
            drift of each SR output against the base image and grain on its flat regions (no true render).
   probe    the cause of colour drift: each SR stage's x0 prediction at high noise (t = 0.99 and log-SNR -3.7, 0,
-           3.7) on a flat one-colour image of that stage's size, given that colour as the low-res input: its mean
-           colour against the input's (RGB levels), averaged over the palette.
+           3.7) on a flat one-colour image, given that colour as the low-res input: the distance of its mean
+           colour from the input's (RGB levels), averaged over the palette (imagen.eval.probe).
 Prints one JSON object as its last line: {"truth": {STAGE: {"ours": {...}, "bicubic": {...}, "gain_db": ...}},
 "cascade": {...}, "probe": {...}, "machine": {...}}.
 """
@@ -31,18 +31,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import emit, machine  # noqa: E402
 from imagen import Imagen  # noqa: E402
-from imagen.augmentation import noise_augment  # noqa: E402
-from imagen.denoiser import Condition  # noqa: E402
 from imagen.eval import compare_to_bicubic, evaluate  # noqa: E402
 from imagen.eval.fidelity import compare_to_truth  # noqa: E402
 from imagen.eval.model import held_out_prompts  # noqa: E402
+from imagen.eval.probe import high_noise_color_error  # noqa: E402
 from imagen.eval.sharpness import bicubic_upsample  # noqa: E402
 from imagen.images import to_tensor  # noqa: E402
-from imagen.resize import upsample  # noqa: E402
-from imagen.shapes import COLORS, held_out_scenes, render  # noqa: E402
+from imagen.shapes import held_out_scenes, render  # noqa: E402
 
 JUDGED = ("background", "object_color", "position", "shape", "size")
-PROBE_LOG_SNRS = (-3.7, 0.0, 3.7)
 
 
 def _mean(rows: list[dict]) -> dict:
@@ -116,37 +113,10 @@ def cascade_section(pipe: Imagen, count: int) -> dict:
     return result
 
 
-@torch.no_grad()
 def probe_section(pipe: Imagen) -> dict:
-    """Mean |colour error| (RGB levels) of each SR stage's x0 prediction on flat images of the palette."""
-    colors = torch.tensor(list(COLORS.values()), dtype=torch.float32) / 127.5 - 1.0  # (K, 3) in [-1, 1]
-    prompts = [f"a small {name} circle at the center on a {name} background" for name in COLORS]
-    embeds, mask = pipe.encode_prompts(prompts)
-    result = {}
-    for name, stage in pipe.stages.items():
-        if not stage.config.is_super_resolution:
-            continue
-        side, low = stage.resolution, stage.config.lowres_resolution
-        lowres = colors[:, :, None, None].expand(-1, -1, low, low).to(pipe.device)
-        upsampled = upsample(lowres, side)
-        level = torch.full((len(colors),), float(stage.config.noise_aug.sample_level), device=pipe.device)
-        generator = torch.Generator(pipe.device.type).manual_seed(0)
-        aug = noise_augment(upsampled, level, stage.schedule, torch.randn(upsampled.shape, generator=generator))
-        anchor = upsampled if stage.config.objective.lowres_residual else None
-        condition = Condition(embeds, mask, None, aug, level, anchor)
-        eps = torch.randn(upsampled.shape, generator=generator, device=pipe.device)
-        times = {"t=0.99": torch.tensor(0.99)}
-        times.update({f"log_snr={v}": stage.schedule.t_from_log_snr(torch.tensor(v)) for v in PROBE_LOG_SNRS})
-        rows = {}
-        for label, t in times.items():
-            t = t.expand(len(colors)).to(pipe.device)
-            alpha, sigma = stage.schedule.alpha_sigma(t)
-            x_t = alpha[:, None, None, None] * upsampled + sigma[:, None, None, None] * eps
-            x0 = stage.denoiser(x_t, t, condition).x0.clamp(-1, 1)
-            error = (x0.mean(dim=(2, 3)) - colors.to(x0.device)) * 127.5  # (K, 3) levels
-            rows[label] = round(float(error.norm(dim=1).mean()), 2)
-        result[name] = rows
-    return result
+    """Each SR stage's x0 colour error at high noise (imagen.eval.probe), in RGB levels."""
+    return {name: {k: round(v, 2) for k, v in high_noise_color_error(pipe, name).items()}
+            for name, stage in pipe.stages.items() if stage.config.is_super_resolution}
 
 
 def main(argv: list[str] | None = None) -> int:

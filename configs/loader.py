@@ -24,10 +24,10 @@ def preset_names() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
 
 
-def load_config(preset_or_path: str | Path, overrides: typing.Iterable[str] = ()) -> RunConfig:
-    """Load a preset by name (see `preset_names()`) or a .toml/.json file, then apply `key.sub=value`
-    overrides, e.g. `base.train.lr=3e-4` or `base.unet.channel_mults=1,2,4`."""
-    data = _read(preset_or_path)
+def load_config(source: str | Path | RunConfig, overrides: typing.Iterable[str] = ()) -> RunConfig:
+    """Load a preset by name (see `preset_names()`), a .toml/.json file, or start from a `RunConfig` (a saved
+    model's), then apply `key.sub=value` overrides, e.g. `base.train.lr=3e-4` or `base.unet.channel_mults=1,2,4`."""
+    data = to_dict(source) if isinstance(source, RunConfig) else _read(source)
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():

@@ -31,6 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
                                        ".jsonl/.csv manifest, or webdataset shards 'dir/shard-{000..009}.tar'")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set base.train.lr=3e-4 (repeatable)")
+    parser.add_argument("--init-from", metavar="MODEL",
+                        help="fine-tune: start every trained stage from this model's weights (a shipped name such as "
+                             "shapes, a model or run directory, or a hub name in the local cache) with a fresh "
+                             "optimiser; its config is used unless --config is given (--set still applies)")
     parser.add_argument("--max-steps", type=int, help="train each selected stage for this many steps")
     parser.add_argument("--minutes", type=float, help="wall-clock budget per selected stage, in minutes")
     parser.add_argument("--resume", action="store_true",
@@ -50,8 +54,9 @@ def _exporting(args: argparse.Namespace) -> bool:
     return args.export or args.export_step is not None or args.export_to is not None
 
 
-def resolve(args: argparse.Namespace):
-    """The run's config with all command-line overrides applied, and the stages to train."""
+def resolve(args: argparse.Namespace, init_config=None):
+    """The run's config with all command-line overrides applied, and the stages to train. `init_config`: the
+    config of the --init-from model, used when neither --config nor a run to resume gives one."""
     from .run import RUN_CONFIG
 
     saved = args.output / RUN_CONFIG
@@ -59,10 +64,13 @@ def resolve(args: argparse.Namespace):
         source = saved
     elif args.config is not None:
         source = args.config
+    elif init_config is not None:
+        source = init_config
     elif args.resume:
         raise ValueError(f"nothing to resume in {args.output} (no {RUN_CONFIG}); start it with --config")
     else:
-        raise ValueError("--config is required (a preset name or a config file) unless --resume finds a run")
+        raise ValueError("--config is required (a preset name or a config file) unless --resume finds a run or "
+                         "--init-from names a model")
     overrides = list(args.overrides)
     if args.data:
         overrides.append(f"data.source={args.data}")
@@ -81,11 +89,18 @@ def resolve(args: argparse.Namespace):
     return config, stages
 
 
+def _init_model(name: str):
+    from .run import InitModel
+
+    return InitModel.load(name)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        config, stages = resolve(args)
+        init = _init_model(args.init_from) if args.init_from else None
+        config, stages = resolve(args, init.config if init else None)
         if args.dry_run:
             print(to_json(config))
             return 0
@@ -99,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         from .trainer import TrainingError
 
         prepare_run_dir(args.output, config, args.resume)
-        results = train_run(config, args.output, stages, resume=args.resume, progress=not args.no_progress)
+        results = train_run(config, args.output, stages, resume=args.resume, progress=not args.no_progress,
+                            init=init)
     except ValueError as e:
         print(f"imagen-train: error: {e}", file=sys.stderr)
         return 2

@@ -12,8 +12,10 @@ it is done, so the directory is always a loadable (possibly partial) model.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from accelerate import Accelerator
 
 from configs import RunConfig, to_json
@@ -26,6 +28,28 @@ from .trainer import StageResult, StageTrainer
 RUN_CONFIG = "run-config.json"
 
 
+@dataclass(frozen=True)
+class InitModel:
+    """A trained model that fine-tuning starts from (`imagen-train --init-from`): its directory, config, text
+    encoder identity and per-stage weights."""
+
+    directory: Path
+    config: RunConfig
+    text_identity: dict
+    weights: dict[str, dict[str, torch.Tensor]]
+
+    @classmethod
+    def load(cls, name_or_path: str | Path) -> InitModel:
+        directory = checkpoint.resolve_model(name_or_path)
+        return cls(directory, *checkpoint.read_model(directory))
+
+    def stage_weights(self, name: str) -> dict[str, torch.Tensor]:
+        if name not in self.weights:
+            raise ValueError(f"--init-from {self.directory} has no stage {name} (it has "
+                             f"{', '.join(self.weights)}): train only its stages with --stage")
+        return self.weights[name]
+
+
 def prepare_run_dir(run_dir: Path, config: RunConfig, resume: bool) -> None:
     """Create the run directory and write its resolved config; refuse to mix runs."""
     saved = run_dir / RUN_CONFIG
@@ -36,17 +60,22 @@ def prepare_run_dir(run_dir: Path, config: RunConfig, resume: bool) -> None:
 
 
 def train_run(config: RunConfig, run_dir: Path, stages: list[str], *, resume: bool, max_steps: int | None = None,
-              accelerator: Accelerator | None = None, progress: bool = True) -> dict[str, StageResult]:
+              accelerator: Accelerator | None = None, progress: bool = True,
+              init: InitModel | None = None) -> dict[str, StageResult]:
     """Train `stages` in order (resuming each from its newest checkpoint when `resume`), exporting after each.
-    Stops early, with everything saved, if a stage is interrupted."""
+    A stage with no checkpoint to resume starts from `init`'s weights when given (fine-tuning). Stops early,
+    with everything saved, if a stage is interrupted."""
     accelerator = accelerator or Accelerator(mixed_precision=_mixed_precision(config, stages))
     encoder = load_text_encoder(config.text, device=accelerator.device)
+    if init is not None:
+        _check_init(init, encoder.identity, stages)
     results: dict[str, StageResult] = {}
     for name in stages:
         trainer = StageTrainer(config, name, run_dir / name, accelerator, encoder, cache_dir=run_dir / "text-cache",
                                progress=progress)
-        if resume:
-            trainer.resume()
+        resumed = resume and trainer.resume()
+        if init is not None and not resumed:
+            trainer.start_from(init.stage_weights(name), init.directory / checkpoint.weights_file(name))
         result = trainer.fit(max_steps)
         results[name] = result
         if accelerator.is_main_process:
@@ -55,6 +84,17 @@ def train_run(config: RunConfig, run_dir: Path, stages: list[str], *, resume: bo
         if result.reason == "interrupted":
             break
     return results
+
+
+def _check_init(init: InitModel, text_identity: dict, stages: list[str]) -> None:
+    """Refuse, before any training, a model without the stages to train or with another text encoder."""
+    for name in stages:
+        init.stage_weights(name)
+    expected, got = init.text_identity.get("sha256"), text_identity.get("sha256")
+    if expected and got and expected != got:
+        raise ValueError(f"--init-from {init.directory} was trained with the text encoder "
+                         f"{init.text_identity.get('name')!r}, not this config's {text_identity.get('name')!r}: "
+                         "keep the model's text encoder (drop the text.* overrides)")
 
 
 def export(run_dir: Path, config: RunConfig, text_identity: dict, weights: dict) -> None:

@@ -21,6 +21,7 @@ import torch
 from accelerate import Accelerator
 
 from configs import RunConfig
+from imagen import checkpoint
 from imagen.stage import Stage, draw_training_noise
 from imagen.text import TextEncoder
 
@@ -111,6 +112,13 @@ class StageTrainer:
         if state.get("rng") is not None:
             torch.set_rng_state(state["rng"])
         return True
+
+    def start_from(self, weights: dict[str, torch.Tensor], path: Path) -> None:
+        """Start from trained U-Net weights (fine-tuning; the optimiser and schedule start fresh), live and EMA;
+        ValueError naming the first tensor that does not fit this stage's architecture."""
+        net = self.acc.unwrap_model(self.model).net
+        checkpoint.load_weights(net, weights, path)
+        self.ema.copy_params_from_model_to_ema()
 
     def save(self, loader) -> None:
         state = {"model": self.acc.unwrap_model(self.model).state_dict(), "ema": self.ema.state_dict(),

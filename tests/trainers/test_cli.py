@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import torch
 
 from trainers.cli import main
 
@@ -53,8 +54,8 @@ def test_help_explains_every_flag(capsys):
         main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for flag in ("--config", "--output", "--stage", "--data", "--set", "--max-steps", "--minutes", "--resume",
-                 "--dry-run"):
+    for flag in ("--config", "--output", "--stage", "--data", "--set", "--init-from", "--max-steps", "--minutes",
+                 "--resume", "--dry-run"):
         assert flag in out
 
 
@@ -71,3 +72,36 @@ def test_export_of_a_checkpoint_without_training(tmp_path, capsys, tiny_override
     assert any(not (at4[k] == final[k]).all() for k in at4)  # step 4's EMA, not step 6's
     code, _, err = _run(["--output", str(tmp_path / "run"), "--export", "--export-step", "5"], capsys)
     assert code == 2 and "no checkpoint at step 5" in err
+
+
+def test_init_from_starts_from_the_model_weights_with_its_config(tmp_path, capsys, tiny_overrides):
+    from imagen import Imagen
+
+    sets = [x for o in tiny_overrides for x in ("--set", o)]
+    assert main(["--config", "shapes-tiny", "--output", str(tmp_path / "first"), *sets, "--max-steps", "3",
+                 "--no-progress"]) == 0
+    first = Imagen.from_pretrained(tmp_path / "first").stages["base"].net.state_dict()
+    # no --config: the model's own config; a vanishing learning rate: the tuned weights stay the model's
+    code, _, err = _run(["--init-from", str(tmp_path / "first"), "--output", str(tmp_path / "tuned"),
+                         "--set", "base.train.lr=1e-12", "--max-steps", "2", "--no-progress"], capsys)
+    assert code == 0, err
+    tuned = Imagen.from_pretrained(tmp_path / "tuned").stages["base"].net.state_dict()
+    for key in first:
+        torch.testing.assert_close(tuned[key], first[key], atol=1e-7, rtol=0)
+    fresh = Imagen.from_pretrained(tmp_path / "first").config  # the tuned run kept the model's architecture
+    assert json.loads((tmp_path / "tuned" / "run-config.json").read_text())["base"]["unet"]["channels"] == \
+        fresh.base.unet.channels
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--set", "base.unet.channels=16"], "weights do not match the model config"),
+    (["--stage", "sr1", "--config", "shapes-tiny"], "has no stage sr1"),
+])
+def test_init_from_refuses_another_architecture_in_one_line(tmp_path, capsys, tiny_overrides, extra, message):
+    sets = [x for o in tiny_overrides for x in ("--set", o)]
+    assert main(["--config", "shapes-tiny", "--output", str(tmp_path / "first"), *sets, "--max-steps", "1",
+                 "--no-progress"]) == 0
+    capsys.readouterr()
+    code, _, err = _run(["--init-from", str(tmp_path / "first"), "--output", str(tmp_path / "tuned"), *extra,
+                         "--max-steps", "1", "--no-progress"], capsys)
+    assert code == 2 and err.count("\n") == 1 and message in err, err
