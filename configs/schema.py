@@ -56,9 +56,15 @@ class ObjectiveConfig:
     # SR stages: diffuse the residual x - upsample(lowres) instead of x (the network adds detail to the
     # upsampled input and keeps its colours by predicting zero where there is nothing to add)
     lowres_residual: bool = False
+    # standard deviation of what is diffused, for v-prediction's EDM preconditioning (1: plain v); an SR stage's
+    # residual is a few hundredths, and with 1 its high-noise errors would reach the image unscaled
+    sigma_data: float = 1.0
 
     def __post_init__(self):
         _check(self.min_snr_gamma >= 0, f"min_snr_gamma must be >= 0, got {self.min_snr_gamma}")
+        _check(self.sigma_data > 0, f"sigma_data must be positive, got {self.sigma_data}")
+        _check(self.sigma_data == 1.0 or (self.prediction == "v" and self.min_snr_gamma == 0),
+               "sigma_data != 1 needs prediction = \"v\" and min_snr_gamma = 0 (EDM's preconditioning and weighting)")
 
 
 @dataclass(frozen=True)

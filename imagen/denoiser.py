@@ -12,7 +12,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from .objective import batch_scale, to_x0_eps
+from .objective import batch_scale, input_scale, to_x0_eps
 from .schedules import Schedule
 
 
@@ -81,11 +81,12 @@ class Prediction(NamedTuple):
 
 
 class Denoiser:
-    """Wraps a network `net(x_t, t, **condition) -> output` that predicts `prediction` (eps, x0 or v).
-    A plain callable, not a module: the network's parameters belong to whoever owns the network."""
+    """Wraps a network `net(c_in x_t, t, **condition) -> output` that predicts `prediction` (eps, x0 or v, the
+    latter for data of standard deviation `sigma_data`; see imagen.objective). A plain callable, not a module:
+    the network's parameters belong to whoever owns the network."""
 
-    def __init__(self, net: nn.Module, schedule: Schedule, prediction: str = "eps"):
-        self.net, self.schedule, self.prediction = net, schedule, prediction
+    def __init__(self, net: nn.Module, schedule: Schedule, prediction: str = "eps", sigma_data: float = 1.0):
+        self.net, self.schedule, self.prediction, self.sigma_data = net, schedule, prediction, sigma_data
 
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor, condition: Condition) -> Prediction:
         """x_t (B, C, H, W), t (B,) in [0, 1] -> Prediction(x0, eps), each (B, C, H, W), float32.
@@ -96,6 +97,7 @@ class Denoiser:
         anchor = condition.anchor
         if anchor is not None:
             x_t = x_t - batch_scale(alpha, x_t).to(x_t.dtype) * anchor.to(x_t.dtype)
-        output = self.net(x_t, t, **condition.as_kwargs()).float()
-        x0, eps = to_x0_eps(self.prediction, output, x_t.float(), alpha, sigma)
+        c_in = batch_scale(input_scale(self.prediction, alpha, sigma, self.sigma_data), x_t).to(x_t.dtype)
+        output = self.net(c_in * x_t, t, **condition.as_kwargs()).float()
+        x0, eps = to_x0_eps(self.prediction, output, x_t.float(), alpha, sigma, self.sigma_data)
         return Prediction(x0 if anchor is None else x0 + anchor.float(), eps)

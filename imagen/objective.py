@@ -3,6 +3,12 @@
 Notation (VDM / Imagen): x_t = alpha_t x0 + sigma_t eps, with alpha^2 + sigma^2 = 1.
 The network predicts one of eps, x0 or v = alpha eps - sigma x0 (Salimans & Ho 2022, section 4);
 all three carry the same information given x_t, and `to_x0_eps` converts any of them.
+
+v for data of standard deviation sigma_data != 1 (an SR stage's residual, a few hundredths) is EDM's
+preconditioning (Karras et al. 2022, table 1) in VP form: with k^2 = alpha^2 sigma_data^2 + sigma^2 (the
+variance of x_t), the network reads c_in x_t = x_t / k and x0 = c_skip x_t - c_out v, c_skip = alpha sigma_data^2
+/ k^2 (the best linear guess of x0) and c_out = sigma_data sigma / k (its error), so the target v is unit-variance
+at every noise level and the error of v reaches x0 scaled by sigma_data. sigma_data = 1 gives plain v.
 """
 
 from __future__ import annotations
@@ -25,20 +31,37 @@ def q_sample(x0: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor, eps: to
     return batch_scale(alpha, x0) * x0 + batch_scale(sigma, x0) * eps
 
 
+def _spread(alpha: torch.Tensor, sigma: torch.Tensor, sigma_data: float) -> torch.Tensor:
+    """k = sqrt(alpha^2 sigma_data^2 + sigma^2), the standard deviation of x_t (1 when sigma_data = 1)."""
+    return (alpha * alpha * sigma_data**2 + sigma * sigma).sqrt()
+
+
+def input_scale(prediction: str, alpha: torch.Tensor, sigma: torch.Tensor, sigma_data: float = 1.0) -> torch.Tensor:
+    """c_in (B,): what x_t is multiplied by before the network reads it (1 but for v with sigma_data != 1)."""
+    if prediction != "v" or sigma_data == 1.0:
+        return torch.ones_like(alpha)
+    return 1.0 / _spread(alpha, sigma, sigma_data)
+
+
 def target(prediction: str, x0: torch.Tensor, eps: torch.Tensor, alpha: torch.Tensor,
-           sigma: torch.Tensor) -> torch.Tensor:
+           sigma: torch.Tensor, sigma_data: float = 1.0) -> torch.Tensor:
     """The regression target for a network that predicts `prediction`."""
     if prediction == "eps":
         return eps
     if prediction == "x0":
         return x0
     if prediction == "v":
-        return batch_scale(alpha, x0) * eps - batch_scale(sigma, x0) * x0
+        if sigma_data == 1.0:
+            return batch_scale(alpha, x0) * eps - batch_scale(sigma, x0) * x0
+        k = batch_scale(_spread(alpha, sigma, sigma_data), x0)
+        a, s = batch_scale(alpha, x0), batch_scale(sigma, x0)
+        # v = (c_skip x_t - x0) / c_out with x_t = a x0 + s eps
+        return (a * sigma_data * eps - s / sigma_data * x0) / k
     raise ValueError(f"unknown prediction {prediction!r}; valid: {', '.join(PREDICTIONS)}")
 
 
 def to_x0_eps(prediction: str, output: torch.Tensor, x_t: torch.Tensor, alpha: torch.Tensor,
-              sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+              sigma: torch.Tensor, sigma_data: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Convert a network output of kind `prediction` at x_t into (x0, eps)."""
     a, s = batch_scale(alpha, x_t), batch_scale(sigma, x_t)
     if prediction == "eps":
@@ -46,8 +69,11 @@ def to_x0_eps(prediction: str, output: torch.Tensor, x_t: torch.Tensor, alpha: t
     if prediction == "x0":
         return output, (x_t - a * output) / s
     if prediction == "v":
-        # alpha^2 + sigma^2 = 1: x0 = alpha x_t - sigma v, eps = sigma x_t + alpha v
-        return a * x_t - s * output, s * x_t + a * output
+        if sigma_data == 1.0:  # alpha^2 + sigma^2 = 1: x0 = alpha x_t - sigma v, eps = sigma x_t + alpha v
+            return a * x_t - s * output, s * x_t + a * output
+        k = batch_scale(_spread(alpha, sigma, sigma_data), x_t)
+        x0 = a * sigma_data**2 / (k * k) * x_t - sigma_data * s / k * output
+        return x0, s / (k * k) * x_t + a * sigma_data / k * output  # eps = (x_t - a x0) / s, without dividing by s
     raise ValueError(f"unknown prediction {prediction!r}; valid: {', '.join(PREDICTIONS)}")
 
 
@@ -71,7 +97,7 @@ def loss_weight(prediction: str, log_snr: torch.Tensor, min_snr_gamma: float) ->
 def per_sample_loss(config: ObjectiveConfig, output: torch.Tensor, x0: torch.Tensor, eps: torch.Tensor,
                     alpha: torch.Tensor, sigma: torch.Tensor, log_snr: torch.Tensor) -> torch.Tensor:
     """Loss of each sample, shape (B,): weighted mean over all other dimensions."""
-    goal = target(config.prediction, x0, eps, alpha, sigma)
+    goal = target(config.prediction, x0, eps, alpha, sigma, config.sigma_data)
     output = output.float()
     if config.loss == "l2":
         err = F.mse_loss(output, goal, reduction="none")

@@ -18,7 +18,7 @@ from .augmentation import fixed_levels, noise_augment, training_levels
 from .denoiser import Condition, Denoiser
 from .guidance import GuidanceScale, guided
 from .noise import Generator, randn
-from .objective import per_sample_loss, q_sample
+from .objective import batch_scale, input_scale, per_sample_loss, q_sample
 from .resize import upsample
 from .samplers import SAMPLERS, TIME_GRIDS, get_sampler, time_grid
 from .schedules import Schedule
@@ -84,7 +84,7 @@ class Stage(nn.Module):
         self.config = config
         self.net = EfficientUNet(config.unet, text_dim=text_dim, lowres_cond=config.is_super_resolution)
         self.schedule = Schedule(config.schedule)
-        self.denoiser = Denoiser(self.net, self.schedule, config.objective.prediction)
+        self.denoiser = Denoiser(self.net, self.schedule, config.objective.prediction, config.objective.sigma_data)
 
     @property
     def resolution(self) -> int:
@@ -126,7 +126,9 @@ class Stage(nn.Module):
         log_snr = self.schedule.log_snr(noise.t)
         alpha, sigma = self.schedule.alpha_sigma(noise.t)
         x_t = q_sample(x0, alpha, sigma, noise.eps)
-        output = self.net(x_t, noise.t, **condition.as_kwargs())
+        objective = self.config.objective
+        c_in = input_scale(objective.prediction, alpha, sigma, objective.sigma_data)
+        output = self.net(batch_scale(c_in, x_t) * x_t, noise.t, **condition.as_kwargs())
         return per_sample_loss(self.config.objective, output, x0, noise.eps, alpha, sigma, log_snr)
 
     def forward(self, images: torch.Tensor, text_embeds: torch.Tensor | None, text_mask: torch.Tensor | None,

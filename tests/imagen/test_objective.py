@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from configs import ObjectiveConfig
-from imagen.objective import loss_weight, per_sample_loss, q_sample, target, to_x0_eps
+from imagen.objective import input_scale, loss_weight, per_sample_loss, q_sample, target, to_x0_eps
 from imagen.schedules import Schedule
 
 
@@ -59,3 +59,35 @@ def test_per_sample_loss_is_per_sample_and_zero_at_the_target():
     off[2] += 1.0
     loss = per_sample_loss(config, off, x0, eps, alpha, sigma, log_snr)
     assert loss[2] == pytest.approx(1.0) and float(loss[[0, 1, 3, 4]].abs().max()) < 1e-6
+
+
+@pytest.mark.parametrize("sigma_data", [1.0, 0.05])
+def test_v_with_sigma_data_round_trips_and_is_plain_v_at_one(sigma_data):
+    x0, eps, alpha, sigma = _batch()
+    x0 = x0 * sigma_data
+    x_t = q_sample(x0, alpha, sigma, eps)
+    v = target("v", x0, eps, alpha, sigma, sigma_data)
+    x0_hat, eps_hat = to_x0_eps("v", v, x_t, alpha, sigma, sigma_data)
+    torch.testing.assert_close(x0_hat, x0, atol=1e-9, rtol=0)
+    torch.testing.assert_close(eps_hat, eps, atol=1e-9, rtol=0)
+    if sigma_data == 1.0:
+        torch.testing.assert_close(v, target("v", x0, eps, alpha, sigma))
+
+
+def test_v_with_sigma_data_is_edm_preconditioning():
+    # c_skip, c_out, c_in of Karras et al. (2022), table 1, for the VP process: x0 = c_skip x_t - c_out v
+    x0, eps, alpha, sigma = _batch()
+    sd = 0.05
+    x_t = q_sample(x0 * sd, alpha, sigma, eps)
+    k2 = (alpha**2 * sd**2 + sigma**2).view(-1, 1, 1, 1)
+    a, s = alpha.view(-1, 1, 1, 1), sigma.view(-1, 1, 1, 1)
+    out = torch.randn_like(x_t)
+    x0_hat, _ = to_x0_eps("v", out, x_t, alpha, sigma, sd)
+    torch.testing.assert_close(x0_hat, a * sd**2 / k2 * x_t - sd * s / k2.sqrt() * out)
+    torch.testing.assert_close(input_scale("v", alpha, sigma, sd), 1 / k2.flatten().sqrt())
+    # the target has unit variance at every noise level when x0 has standard deviation sigma_data
+    big = torch.randn(4096, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * sd
+    noise = torch.randn(4096, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    for i in range(len(alpha)):
+        v = target("v", big[None], noise[None], alpha[i:i + 1], sigma[i:i + 1], sd)
+        assert v.std().item() == pytest.approx(1.0, abs=0.05)
