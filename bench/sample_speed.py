@@ -6,8 +6,9 @@
    both sides, with the U-Nets matched in parameters by `bench/unet_speed.py` (its `OURS["base"]` and the
    peer's `PEER["base"]`, text (4, 16, 768)). Every U-Net call is counted: the peer runs guidance as two
    forwards of batch 4 per step, we run one forward on the doubled batch.
-2. The `shapes-tiny` cascade 64 -> 256 -> 1024 px for one image with its default sampling options
-   (random weights: the latency does not depend on them).
+2. A whole cascade 64 -> 256 -> 1024 px for one image with its default sampling options: `--cascade-model`,
+   the shipped `shapes` model by default (a model name or directory, or a preset name such as shapes-tiny,
+   built with random weights: the latency does not depend on them).
 3. Our base (as in 1) with DPM-Solver++ at 25 steps against DDPM at 250 steps.
 
 Each side runs in its own process (the peer in its own venv, `--peer-python`), one after the other, in
@@ -139,12 +140,14 @@ def worker_peer_base(steps: int, repeats: int, harness: str) -> dict:
             "output_shape": list(out.shape), "dynamic_thresholding_percentile": imagen.dynamic_thresholding_percentile}
 
 
-def worker_ours_cascade(steps: list[int] | None) -> dict:
-    """The shapes-tiny cascade, one image, its default options (or `steps` per stage)."""
-    from configs import load_config
+def worker_ours_cascade(model: str, steps: list[int] | None) -> dict:
+    """The cascade `model` (a saved model, else a preset with random weights), one image, its default options
+    (or `steps` per stage)."""
+    from configs import load_config, preset_names
     from imagen import Imagen
 
-    pipe = Imagen.from_config(load_config("shapes-tiny")).eval()
+    preset = model in preset_names()
+    pipe = Imagen.from_config(load_config(model)).eval() if preset else Imagen.from_pretrained(model)
     calls = {name: _counted(stage.net) for name, stage in pipe.stages.items()}
     pipe.generate([CASCADE_PROMPT], num_steps=1, progress=False)  # warm-up at every resolution
     for c in calls.values():
@@ -189,7 +192,7 @@ def run_driver(args: argparse.Namespace) -> dict:
                            "--repeats", str(args.peer_repeats)))
     print("ours cascade 64 -> 256 -> 1024 ...", file=sys.stderr, flush=True)
     cascade_steps = args.cascade_steps
-    cascade = _spawn(sys.executable, args, "--worker", "ours-cascade",
+    cascade = _spawn(sys.executable, args, "--worker", "ours-cascade", "--cascade-model", args.cascade_model,
                      *(["--cascade-steps", ",".join(map(str, cascade_steps))] if cascade_steps else []))
 
     ours_all = [t for r in ours for t in r["runs"][0]["s_all"]]
@@ -216,7 +219,7 @@ def run_driver(args: argparse.Namespace) -> dict:
                  "peer_s_all": [round(t, 3) for t in peer_all],
                  "speedup_best": round(min(peer_all) / min(ours_all), 3)},
         "cascade_1024_s": round(cascade["s"], 3),
-        "cascade_1024": cascade,
+        "cascade_1024": {**cascade, "model": args.cascade_model},
         "dpmpp25_s": round(dpm25, 3),
         "ddpm250_s": round(ddpm250, 3),
         "dpmpp25_vs_ddpm250_speedup": round(ddpm250 / dpm25, 3),
@@ -244,6 +247,9 @@ def main(argv: list[str] | None = None) -> int:
                                                                    "quick 2)")
     ap.add_argument("--cascade-steps", type=lambda s: [int(v) for v in s.split(",")], default=None,
                     help="steps per cascade stage, e.g. 25,15,10 (default: the preset's)")
+    ap.add_argument("--cascade-model", default="shapes",
+                    help="the cascade timed end to end: a model name or directory, or a preset (random weights); "
+                         "default: the shipped shapes model")
     ap.add_argument("--peer-python", default=str(DEFAULT_PEER_PYTHON), help="python of the imagen-pytorch venv")
     ap.add_argument("--harness", default=str(DEFAULT_HARNESS), help="the anchor harness (for its offline setup)")
     ap.add_argument("--out", default=None, help="also write the JSON to this file")
@@ -259,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.worker == "peer-base":
             result = worker_peer_base(args.steps, args.repeats, args.harness)
         else:
-            result = worker_ours_cascade(args.cascade_steps)
+            result = worker_ours_cascade(args.cascade_model, args.cascade_steps)
         print(json.dumps(result))
         return 0
     args.rounds = args.rounds or (1 if args.quick else 2)
