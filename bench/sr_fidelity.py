@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import emit, machine  # noqa: E402
 from imagen import Imagen  # noqa: E402
 from imagen.eval import compare_to_bicubic, evaluate  # noqa: E402
-from imagen.eval.fidelity import compare_to_truth  # noqa: E402
+from imagen.eval.fidelity import compare_to_truth, lowres_consistency  # noqa: E402
 from imagen.eval.model import held_out_prompts  # noqa: E402
 from imagen.eval.probe import high_noise_color_error  # noqa: E402
 from imagen.eval.sharpness import bicubic_upsample  # noqa: E402
@@ -56,12 +56,15 @@ def _compliance(images, prompts: list[str]) -> dict:
     return {k: summary[k] for k in JUDGED if summary.get(k) is not None}
 
 
-def _fidelity(outputs, truths: list, inputs: list) -> dict:
-    """Means of `compare_to_truth` for the SR outputs and for bicubic upsampling of their inputs, and the gains."""
-    ours = _mean([compare_to_truth(o, t, i) for o, t, i in zip(outputs, truths, inputs, strict=True)])
+def _fidelity(outputs, truths: list, lows: list, given: list) -> dict:
+    """Means of `compare_to_truth` (regions from the footprints of `lows`, the cascade's 64 px inputs) for the SR
+    outputs and for bicubic upsampling of `lows` (the floor to beat), the gains, and the outputs' low-res
+    consistency with the images the stage was `given`."""
+    ours = _mean([{**compare_to_truth(o, t, low), "lowres_psnr": lowres_consistency(o, g)}
+                  for o, t, low, g in zip(outputs, truths, lows, given, strict=True)])
     side = np.asarray(truths[0]).shape[0]
-    bicubic = _mean([compare_to_truth(bicubic_upsample(i, (side, side)), t, i)
-                     for t, i in zip(truths, inputs, strict=True)])
+    bicubic = _mean([compare_to_truth(bicubic_upsample(low, (side, side)), t, low)
+                     for t, low in zip(truths, lows, strict=True)])
     gains = {f"{k}_gain_db": round(ours[k] - bicubic[k], 2) for k in ("psnr", "psnr_edges")
              if ours[k] is not None and bicubic[k] is not None}
     return {"ours": ours, "bicubic": bicubic, **gains}
@@ -81,19 +84,19 @@ def truth_section(pipe: Imagen, count: int) -> dict:
                                             start=start, max_batch_size=4, progress=False)
     result = {"scenes": count, "seconds": round(time.perf_counter() - started, 1),
               base_name: {"compliance_of_input": _compliance(start, prompts)}}
-    inputs = renders[base_name]
+    given = renders[base_name]
     for name in sr_names:
-        result[name] = {**_fidelity(outputs[name], renders[name], renders[base_name]),
+        result[name] = {**_fidelity(outputs[name], renders[name], renders[base_name], given),
                         "compliance": _compliance(outputs[name], prompts)}
-        inputs = outputs[name]
+        given = outputs[name]
     if len(sr_names) > 1:  # the last stage alone, from the true render at its input size
         last, before = sr_names[-1], sr_names[-2]
         alone = pipe.generate_from_embeddings(*pipe.encode_prompts(prompts), seeds=list(range(count)),
                                               options=pipe.sampling_options(start_at_stage=last),
                                               start=torch.stack([to_tensor(i) for i in renders[before]]),
                                               max_batch_size=4, progress=False)[last]
-        result[f"{last}_from_true_{sizes[before]}"] = _fidelity(alone, renders[last], renders[before])
-    del inputs
+        result[f"{last}_from_true_{sizes[before]}"] = _fidelity(alone, renders[last], renders[before],
+                                                                renders[before])
     return result
 
 

@@ -1,13 +1,14 @@
 """Fidelity of a super-resolution output to the true high-resolution image it should reproduce.
 
-Given an SR output, the true image at the same size and the low-res image the SR stage was given, all as RGB
-arrays in [0, 255]:
+Given an SR output, the true image at the same size and the low-res image of the scene (the cascade's input),
+all as RGB arrays in [0, 255]:
 
 - PSNR over the whole image, over the *edge band* (where the true image is not flat: what sharpening must get
   right) and over the flat regions;
 - on the flat regions, the error split by scale: its mean over each low-res pixel's footprint is the *colour
   error* (drift, a shift of the colour), what is left around that mean is the *grain* (its RMS);
-- *low-res consistency*: the output shrunk back to the input's size (area average) against that input.
+- *low-res consistency* (`lowres_consistency`): the output shrunk back to the size of the image a stage was
+  given (area average) against that image.
 
 A region is flat when the true image is constant (within FLAT_RANGE levels) over a low-res pixel's footprint
 and its eight neighbours, so bicubic upsampling of the input is exact there up to its own rounding.
@@ -43,10 +44,18 @@ def flat_blocks(truth: np.ndarray, factor: int) -> np.ndarray:
     return (high3 - low3).max(axis=-1) < FLAT_RANGE
 
 
+def lowres_consistency(output: ImageLike, given: ImageLike) -> float:
+    """PSNR (dB) of the output area-averaged down to the size of `given` (the image the stage upsampled)
+    against it."""
+    out, low = to_rgb_array(output), to_rgb_array(given)
+    return psnr(resize(out, low.shape[0]), low)
+
+
 def compare_to_truth(output: ImageLike, truth: ImageLike, low_res: ImageLike) -> dict[str, float | None]:
-    """An SR output against the true image of its size and the low-res input it was given (square images, the
-    output's side an integer multiple of the input's). Returns {"psnr", "psnr_edges", "psnr_flat",
-    "color_error", "grain", "lowres_psnr"} in dB or 0-255 levels (None where a region is empty)."""
+    """An SR output against the true image of its size, with regions set by the footprints of the low-res image
+    of the scene (square images, the output's side an integer multiple of the low-res side). Returns {"psnr",
+    "psnr_edges", "psnr_flat", "color_error", "grain", "lowres_psnr"} in dB or 0-255 levels (None where a region
+    is empty; lowres_psnr: `lowres_consistency` against `low_res`)."""
     out, true, low = (to_rgb_array(x).astype(np.float64) for x in (output, truth, low_res))
     if out.shape != true.shape:
         raise ValueError(f"output {out.shape[:2]} and true image {true.shape[:2]} differ in size")
@@ -65,6 +74,6 @@ def compare_to_truth(output: ImageLike, truth: ImageLike, low_res: ImageLike) ->
         "psnr_flat": psnr(out[flat_pixels], true[flat_pixels]) if flat_pixels.any() else None,
         "color_error": float(np.linalg.norm(block_error[flat], axis=-1).mean()) if flat.any() else None,
         "grain": float(np.sqrt(np.mean(around_mean[flat_pixels] ** 2))) if flat.any() else None,
-        "lowres_psnr": psnr(resize(out.astype(np.float32), low_side), low),
+        "lowres_psnr": lowres_consistency(out.astype(np.float32), low),
     }
     return result

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from imagen.eval.fidelity import compare_to_truth, flat_blocks, psnr
+from imagen.eval.fidelity import compare_to_truth, flat_blocks, lowres_consistency, psnr
 from imagen.eval.image import resize
 from imagen.shapes import held_out_scenes, render
 
@@ -54,3 +54,9 @@ def test_flat_blocks_mark_uniform_footprints_only():
 def test_refuses_mismatched_sizes():
     with pytest.raises(ValueError, match="differ in size"):
         compare_to_truth(_scene(64), _scene(32), _scene(16))
+
+
+def test_lowres_consistency_compares_the_shrunk_output_with_what_the_stage_was_given():
+    truth, given = _scene(64), _scene(16)
+    assert lowres_consistency(truth, given) > 38
+    assert lowres_consistency(np.clip(truth + 10, 0, 255), given) < 29
