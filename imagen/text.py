@@ -126,12 +126,17 @@ class T5TextEncoder:
     @torch.no_grad()  # not inference_mode: the outputs feed U-Nets that are trained
     def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """`(embeds (B, L, D) in the model dtype, mask (B, L) bool)`: T5's last hidden state, after its final
-        RMS layer norm (the embedded T5's tokens have root-mean-square 1); padded positions are exactly 0."""
+        RMS layer norm (the embedded T5's tokens have root-mean-square 1); padded positions are exactly 0, and an
+        empty (or all-whitespace) text has no real token at all (the null condition)."""
         if not _check_texts(texts):
             return (torch.zeros(0, 0, self.embed_dim, dtype=self.dtype, device=self.device),
                     torch.zeros(0, 0, dtype=torch.bool, device=self.device))
         ids, mask = self.tokenize(texts)
         embeds = self.model(input_ids=ids, attention_mask=mask.long()).last_hidden_state
+        # an empty prompt has no token: the U-Nets read it as the learned null condition (imagen-pytorch and
+        # diffusers' negative_prompt="" idiom), not as a one-token "</s>" condition training never saw
+        empty = torch.tensor([not text.strip() for text in texts], device=mask.device)
+        mask = mask & ~empty[:, None]
         return embeds.masked_fill(~mask[..., None], 0.0), mask
 
     def __repr__(self) -> str:

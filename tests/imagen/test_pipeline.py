@@ -110,6 +110,9 @@ def test_negative_prompt_replaces_the_null_condition(tiny_pipe):
     torch.testing.assert_close(two[0], negative[0], atol=ATOL, rtol=0)
     with pytest.raises(ValueError, match="negative prompts"):
         tiny_pipe.generate(PROMPTS[:3], negative_prompt=["red", "blue"], **kwargs)
+    # an empty negative prompt is the learned null condition itself (diffusers' negative_prompt="" idiom)
+    empty = tiny_pipe.generate([PROMPTS[0]], guidance_scale=5.0, negative_prompt="", **kwargs)["base"]
+    torch.testing.assert_close(empty, plain, atol=ATOL, rtol=0)
 
 
 def test_aug_level_is_per_sr_stage_and_leaves_the_base_alone(tiny_pipe):

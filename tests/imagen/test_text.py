@@ -66,7 +66,9 @@ def test_outputs_equal_calling_transformers_directly(tiny, tiny_t5_dir):
         expected = model(**batch).last_hidden_state
     embeds, mask = tiny.encode(CAPTIONS)
     assert embeds.shape == (4, 16, 32) and embeds.dtype == torch.float32
-    assert torch.equal(mask, batch["attention_mask"].bool())
+    real = batch["attention_mask"].bool()
+    real[3] = False  # the empty caption: no token (the null condition)
+    assert torch.equal(mask, real)
     assert torch.equal(embeds[mask], expected[mask])
     assert torch.equal(embeds[~mask], torch.zeros_like(embeds[~mask]))
 
@@ -75,11 +77,12 @@ def test_mask_counts_tokens_and_eos(tiny):
     embeds, mask = tiny.encode(CAPTIONS)
     ids, _ = tiny.tokenize(CAPTIONS)
     lengths = [len(tiny.tokenizer(c)["input_ids"]) for c in CAPTIONS]
-    assert mask.sum(1).tolist() == [min(n, 16) for n in lengths]
-    assert lengths[3] == 1  # the empty caption is just </s>
+    assert lengths[3] == 1  # the empty caption tokenizes to </s> alone ...
+    assert mask.sum(1).tolist() == [0 if i == 3 else min(n, 16) for i, n in enumerate(lengths)]  # ... and has none
+    assert not embeds[3].any()
     for row, n in zip(mask, mask.sum(1), strict=True):  # real tokens first, then padding
         assert row[:n].all() and not row[n:].any()
-    assert all(int(ids[i, n - 1]) == 1 for i, n in enumerate(mask.sum(1)))  # every caption ends with </s>
+    assert all(int(ids[i, n - 1]) == 1 for i, n in enumerate(mask.sum(1)) if n)  # every caption ends with </s>
 
 
 def test_pads_to_longest_caption_not_max_length(tiny):
