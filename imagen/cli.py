@@ -120,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="also write every earlier stage's images, as STAGE/NNN.png in the output directory")
     run.add_argument("--device", default="auto",
                      help="auto (a GPU if there is one, else the CPU), cpu, cuda, cuda:N or mps (default auto)")
+    run.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
+                     help="precision of the U-Nets (default float32; bfloat16 or float16 halve their memory, e.g. "
+                          "on a GPU; on a CPU bfloat16 is close to float32, float16 is slow)")
     run.add_argument("--max-batch-size", type=int, metavar="N",
                      help="images sampled together at most (less memory; results do not change)")
     return parser
@@ -252,7 +255,8 @@ class Run:
         edit = {"edit": self.edit_settings} if self.edit_settings else {}
         return {**edit, "model": self.args.model, "prompt": prompt, "negative_prompt": self.args.negative_prompt,
                 "seed": seed, "index": index, "stage": stage, "resolution": self.pipe.stages[stage].resolution,
-                "device": str(self.pipe.device), "text_encoder": self.pipe.config.text.name,
+                "device": str(self.pipe.device), "dtype": self.args.dtype,
+                "text_encoder": self.pipe.config.text.name,
                 "stages": {name: {"resolution": self.pipe.stages[name].resolution, **options[name].as_dict()}
                            for name in names}}
 
@@ -405,7 +409,7 @@ def _run(args: argparse.Namespace) -> int:
     from .pipeline import Imagen, resolve_device
 
     device = resolve_device(args.device)
-    pipe = Imagen.from_pretrained(args.model, device=device)
+    pipe = Imagen.from_pretrained(args.model, device=device, dtype=args.dtype)
     run = Run(args, pipe, prompts, image_inputs)
     try:
         (run.directory if not run.single_png else run.args.out.parent).mkdir(parents=True, exist_ok=True)

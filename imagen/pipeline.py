@@ -25,7 +25,7 @@ from . import checkpoint
 from .images import to_pil
 from .noise import generators
 from .stage import SamplingOptions, Stage
-from .text import TextEncoder, load_text_encoder
+from .text import TextEncoder, load_text_encoder, parse_dtype
 
 PerStage = Any  # a value for every stage, or a sequence with one per stage run
 
@@ -48,10 +48,13 @@ class Imagen(nn.Module):
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, device: str | torch.device | None = None,
-                        text_encoder: TextEncoder | None = None) -> Imagen:
+                        text_encoder: TextEncoder | None = None, dtype: str | torch.dtype | None = None) -> Imagen:
         """Load a shipped model by name (`shapes`), a directory written by `save_pretrained`/`imagen-train`, or a
-        hub repo in the local cache. The text encoder is the one recorded in the model (checked by hash)."""
+        hub repo in the local cache. The text encoder is the one recorded in the model (checked by hash).
+        `dtype`: the U-Nets' precision (default float32; "bfloat16" or "float16" halve memory, sampling stays
+        in float32 between network calls)."""
         device = resolve_device(device)
+        dtype = torch.float32 if dtype is None else parse_dtype(dtype)
         directory = checkpoint.resolve_model(name_or_path)
         config, identity, weights = checkpoint.read_model(directory)
         encoder = text_encoder or load_text_encoder(config.text, device=device)
@@ -59,7 +62,7 @@ class Imagen(nn.Module):
         pipe = cls(config, encoder)
         for name, stage in pipe.stages.items():
             checkpoint.load_weights(stage.net, weights[name], directory / checkpoint.weights_file(name))
-        return pipe.to(device).eval()
+        return pipe.to(device, dtype).eval()
 
     def save_pretrained(self, directory: str | Path, dtype: torch.dtype | None = None,
                         state_dicts: dict[str, dict[str, torch.Tensor]] | None = None) -> Path:

@@ -99,7 +99,7 @@ class PositionEmbedding(nn.Module):
         xs = torch.linspace(-1.0, 1.0, w, device=like.device)
         grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij"), dim=-1).reshape(-1, 2)  # (H*W, 2)
         angles = (grid[:, :, None] * self.freqs).flatten(1)  # (H*W, 2F)
-        return self.proj(torch.cat([angles.sin(), angles.cos()], dim=1)).to(like.dtype)
+        return self.proj(torch.cat([angles.sin(), angles.cos()], dim=1).to(self.proj.weight.dtype)).to(like.dtype)
 
 
 class AttentionBlock(nn.Module):

@@ -39,7 +39,8 @@ class ScalarEmbedding(nn.Module):
 
     def forward(self, values: torch.Tensor) -> torch.Tensor:
         """values (B,) in [0, 1] -> (B, out_dim)."""
-        return self.mlp(sinusoidal_embedding(values * 1000.0, self.freq_dim))
+        features = sinusoidal_embedding(values.float() * 1000.0, self.freq_dim)  # float32: t needs the precision
+        return self.mlp(features.to(self.mlp[0].weight.dtype))
 
 
 class TextCondition(NamedTuple):

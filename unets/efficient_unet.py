@@ -145,6 +145,7 @@ class EfficientUNet(nn.Module):
         text_mask (B, L) bool, True = real token; drop_text (B,) bool, True = learned null condition;
         lowres (B, 3, H, W) in [-1, 1] and lowres_level (B,) in [0, 1] (SR stages only) -> (B, 3, H, W)."""
         self._check_inputs(x, time, lowres, lowres_level)
+        x = x.to(self.in_conv.weight.dtype)  # the weights' precision (float32, or bfloat16 / float16 to sample)
         batch = x.shape[0]
         emb = self.time_embed(time)
         if self.lowres_cond:

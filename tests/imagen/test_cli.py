@@ -32,9 +32,21 @@ def test_help_explains_every_flag(capsys):
     for flag in ("--model", "--prompt", "--prompts-file", "--guidance-scale", "--steps", "--sampler",
                  "--thresholding", "--dynamic-percentile", "--aug-level", "--seed", "--num-images",
                  "--stop-at-stage", "--out", "--grid", "--negative-prompt", "--device", "--time-grid",
-                 "--max-batch-size", "--sweep", "--all-stages"):
+                 "--max-batch-size", "--sweep", "--all-stages", "--dtype", "--upscale"):
         assert flag in text, flag
     assert "exit status" in text.lower()
+
+
+def test_bfloat16_samples_close_to_float32_and_is_recorded(sample_cli, tmp_path):
+    import numpy as np
+
+    status, _, err = sample_cli("--prompt", PROMPT, "--out", tmp_path / "f32.png")
+    assert status == 0, err
+    status, _, err = sample_cli("--prompt", PROMPT, "--dtype", "bfloat16", "--out", tmp_path / "bf16.png")
+    assert status == 0, err
+    a, b = (np.asarray(Image.open(tmp_path / f), dtype=np.float64) for f in ("f32.png", "bf16.png"))
+    assert np.abs(a - b).mean() < 6  # 8-bit levels: bfloat16 keeps 8 bits of mantissa
+    assert json.loads(Image.open(tmp_path / "bf16.png").text["settings"])["dtype"] == "bfloat16"
 
 
 def test_writes_one_png_per_image_with_prompt_and_settings(sample_cli, tmp_path, tiny_model_dir):

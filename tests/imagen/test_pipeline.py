@@ -214,3 +214,17 @@ def test_upscale_takes_per_sr_stage_options_and_resizes_other_sizes_with_a_warni
         tiny_pipe.upscale(PROMPTS[0], image, stop_at_stage=1, progress=False)
     with pytest.raises(ValueError, match="2 images for 1 prompts"):
         tiny_pipe.upscale(PROMPTS[0], [image, image], progress=False)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_weights_sample_in_float32_between_calls(tiny_model_dir, dtype):
+    from imagen import Imagen
+
+    full = Imagen.from_pretrained(tiny_model_dir)
+    half = Imagen.from_pretrained(tiny_model_dir, dtype=dtype)
+    assert all(p.dtype == dtype for p in half.stages.parameters())
+    a = full.generate([PROMPTS[0]], seed=0, progress=False)
+    b = half.generate([PROMPTS[0]], seed=0, progress=False)
+    for name in a:
+        assert b[name].dtype == torch.float32
+        assert (a[name] - b[name]).abs().mean() < 0.05
