@@ -1,6 +1,7 @@
-"""The README's editing pictures (docs/editing-*.png, docs/editing-interpolation.gif), from a trained shapes model:
+"""The README's editing and upscaling pictures (docs/editing-*.png, docs/editing-interpolation.gif,
+docs/upscale.png), from a trained shapes model:
 
-    python scripts/editing_pictures.py --model runs/shapes-tiny/export --out docs
+    python scripts/editing_pictures.py --model shapes --out docs
 
 Inputs are rendered shapes scenes (imagen.shapes), so the pictures need nothing but the model. Every picture
 is what the library API returns (the same as the imagen-sample flags in the README), laid out with
@@ -17,7 +18,7 @@ from PIL import Image
 from imagen import Imagen
 from imagen.grid import labelled_grid
 from imagen.io import atomic_write
-from imagen.shapes import parse_caption, render
+from imagen.shapes import object_box, parse_caption, render
 
 CIRCLE = "a large red circle at the center on a blue background"
 
@@ -73,9 +74,31 @@ def main() -> None:
 
     atomic_write(args.out / "editing-interpolation.gif", gif_bytes([f.resize((cell, cell)) for f in frames]))
 
+    upscale_picture(pipe, args.out / "upscale.png")
+
     scales = [0.0, 0.5, 1.0, 1.5]
     diffs = pipe.text_diff(CIRCLE, CIRCLE, CIRCLE.replace("red", "yellow"), scales, seed=2, **run)
     save(labelled_grid(diffs, [f"scale {s:g}" for s in scales], cell=cell), args.out / "editing-text-diff.png")
+
+
+def upscale_picture(pipe: Imagen, path: Path) -> None:
+    """A 64 px render upscaled to full size by bicubic interpolation and by the SR stages (`Imagen.upscale`),
+    next to the true render at that size; below, the same corner of each at 4x zoom (nearest neighbour)."""
+    caption = "a small orange circle at the top left on a purple background"
+    scene = parse_caption(caption)
+    low = render(scene, pipe.stages["base"].resolution)
+    size = list(pipe.stages.values())[-1].resolution
+    ours = pipe.upscale(caption, low, seed=0, progress=False)[0]
+    panels = [low.resize((size, size), Image.Resampling.NEAREST), low.resize((size, size), Image.Resampling.BICUBIC),
+              ours, render(scene, size)]
+    x0, y0, _, y1 = object_box(scene.objects[0], size)
+    side = size // 8  # around the circle's left edge, shown at 4x in a cell of size / 2
+    left, top = int(x0) - side // 2, int((y0 + y1) / 2) - side // 2
+    zooms = [p.crop((left, top, left + side, top + side)).resize((size // 2, size // 2), Image.Resampling.NEAREST)
+             for p in panels]
+    labels = ["64 px input (nearest)", f"bicubic to {size} px", f"SR stages to {size} px", f"true {size} px render"]
+    save(labelled_grid(panels + zooms, labels + [f"{label}, 4x zoom" for label in labels], columns=4, cell=size // 2),
+         path)
 
 
 if __name__ == "__main__":
