@@ -23,9 +23,14 @@ def check_strength(strength: float) -> float:
 
 def start_grid(timesteps: torch.Tensor, strength: float) -> torch.Tensor:
     """The tail of a decreasing time grid (1 -> 0) that starts at its first time <= `strength`. At least the
-    final time is kept; a grid of that one time alone means: no sampling, the image is the result."""
+    final time is kept; a grid of that one time alone means: no sampling, the image is the result. When a
+    positive strength falls inside the grid's first step (a one-step grid, as the shapes SR stages sample), the
+    tail is [strength, 0]: one step from the image noised to that level, not the image unchanged."""
     check_strength(strength)
-    return timesteps[timesteps <= strength]
+    tail = timesteps[timesteps <= strength]
+    if len(tail) == 1 and strength > 0:
+        return torch.cat([tail.new_tensor([strength]), tail])
+    return tail
 
 
 def noised_start(image: torch.Tensor, eps: torch.Tensor, t: float, schedule: Schedule) -> torch.Tensor:

@@ -20,9 +20,10 @@ PROBE_TIMES = {"t=0.99": ("t", 0.99), "log_snr=-3.7": ("log_snr", -3.7), "log_sn
 
 
 @torch.no_grad()
-def high_noise_color_error(pipe, stage_name: str, seed: int = 0) -> dict[str, float]:
+def high_noise_color_error(pipe, stage_name: str, seed: int = 0,
+                           times: tuple[str, ...] = tuple(PROBE_TIMES)) -> dict[str, float]:
     """{probed time: mean over the palette of |mean colour of x0 - input colour|, in 0-255 levels} for SR stage
-    `stage_name` of `pipe` (an imagen.Imagen)."""
+    `stage_name` of `pipe` (an imagen.Imagen), at `times` (keys of PROBE_TIMES)."""
     stage = pipe.stages[stage_name]
     if not stage.config.is_super_resolution:
         raise ValueError(f"stage {stage_name} is not a super-resolution stage")
@@ -41,7 +42,8 @@ def high_noise_color_error(pipe, stage_name: str, seed: int = 0) -> dict[str, fl
     condition = Condition(embeds, mask, None, aug, level, anchor)
     eps = torch.randn(upsampled.shape, generator=generator, device=device)
     errors = {}
-    for label, (kind, value) in PROBE_TIMES.items():
+    for label in times:
+        kind, value = PROBE_TIMES[label]
         t = torch.tensor(value) if kind == "t" else stage.schedule.t_from_log_snr(torch.tensor(value))
         t = t.float().expand(batch).to(device)
         alpha, sigma = stage.schedule.alpha_sigma(t)

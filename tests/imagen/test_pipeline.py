@@ -93,7 +93,7 @@ def test_guidance_scale_changes_the_images_and_is_per_stage(tiny_pipe):
     a = tiny_pipe.generate([PROMPTS[0]], guidance_scale=[5.0, 1.0], **kwargs)
     b = tiny_pipe.generate([PROMPTS[0]], guidance_scale=[5.0, 8.0], **kwargs)
     assert torch.equal(a["base"], b["base"]) and torch.equal(a["base"], five["base"])
-    assert (a["sr1"] - b["sr1"]).abs().max() > 1e-2
+    assert (a["sr1"] - b["sr1"]).abs().max() > 1e-3  # SR output scaled by sigma_data (shapes-tiny: 0.04)
 
 
 def test_negative_prompt_replaces_the_null_condition(tiny_pipe):

@@ -28,6 +28,9 @@ def test_start_grid_cuts_the_grid_at_the_first_time_at_or_below_strength():
     assert start_grid(grid, 0.6).tolist() == [0.5, 0.25, 0.0]
     assert start_grid(grid, 0.5).tolist() == [0.5, 0.25, 0.0]
     assert start_grid(grid, 0.0).tolist() == [0.0]
+    # a strength inside the first step still samples: one step from the image noised to that level
+    assert start_grid(grid, 0.1).tolist() == [0.1, 0.0]
+    assert start_grid(torch.tensor([1.0, 0.0], dtype=torch.float64), 0.7).tolist() == [0.7, 0.0]
     for bad in (-0.1, 1.5, float("nan"), True, "0.5"):
         with pytest.raises(ValueError, match="strength"):
             start_grid(grid, bad)
