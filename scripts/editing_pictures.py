@@ -42,7 +42,7 @@ def main() -> None:
     pipe = Imagen.from_pretrained(args.model, device=args.device)
     size = list(pipe.stages.values())[-1].resolution
     scene = render(parse_caption(CIRCLE), size)
-    cell = max(128, size)
+    cell = max(128, min(size, 512))  # full-size 1024 px cells make multi-megabyte strips: half size
     run = {"progress": False}
 
     variations = pipe.img2img(CIRCLE, scene, strength=0.7, seed=0, num_images_per_prompt=4, **run)
@@ -68,17 +68,19 @@ def main() -> None:
 
     frames = pipe.interpolate(CIRCLE, "a large green square at the center on a white background", seed=0,
                               to_seed=1, frames=6, **run)
-    save(labelled_grid(frames, [f"u = {k / 5:.1f}" for k in range(6)], cell=cell),
+    strip_cell = min(cell, 256)  # a strip of frames, not a full-size picture: 256 px keeps the files small
+    save(labelled_grid(frames, [f"u = {k / 5:.1f}" for k in range(6)], cell=strip_cell),
          args.out / "editing-interpolation.png")
     from imagen.editing.interpolation import gif_bytes
 
-    atomic_write(args.out / "editing-interpolation.gif", gif_bytes([f.resize((cell, cell)) for f in frames]))
+    small = [f.resize((strip_cell, strip_cell)) for f in frames]
+    atomic_write(args.out / "editing-interpolation.gif", gif_bytes(small))
 
     upscale_picture(pipe, args.out / "upscale.png")
 
     scales = [0.0, 0.5, 1.0, 1.5]
     diffs = pipe.text_diff(CIRCLE, CIRCLE, CIRCLE.replace("red", "yellow"), scales, seed=2, **run)
-    save(labelled_grid(diffs, [f"scale {s:g}" for s in scales], cell=cell), args.out / "editing-text-diff.png")
+    save(labelled_grid(diffs, [f"scale {s:g}" for s in scales], cell=strip_cell), args.out / "editing-text-diff.png")
 
 
 def upscale_picture(pipe: Imagen, path: Path) -> None:
