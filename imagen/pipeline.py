@@ -91,9 +91,7 @@ class Imagen(nn.Module):
         arguments take one value for all stages or a sequence with one per stage run (`aug_level`: one per SR
         stage run). `None` keeps each stage's configured default. Image i uses seed `seed + i`. `edit`: an
         imagen.editing edit applied to every stage (what `img2img` and `inpaint` pass)."""
-        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        if not prompts or not all(isinstance(p, str) for p in prompts):
-            raise ValueError("prompts must be a non-empty list of strings")
+        prompts = _prompt_list(prompts)
         if num_images_per_prompt < 1:
             raise ValueError(f"num_images_per_prompt must be >= 1, got {num_images_per_prompt}")
         options = self.sampling_options(guidance_scale=guidance_scale, num_steps=num_steps, sampler=sampler,
@@ -142,10 +140,8 @@ class Imagen(nn.Module):
             torch.Tensor:
         """Images of the last stage run: a list of PIL images (`output_type="pil"`) or a tensor (N, 3, R, R) in
         [-1, 1] (`"tensor"`). Takes the arguments of `generate`."""
-        if output_type not in ("pil", "tensor"):
-            raise ValueError(f"output_type must be 'pil' or 'tensor', got {output_type!r}")
-        final = list(self.generate(prompts, **kwargs).values())[-1]
-        return to_pil(final) if output_type == "pil" else final
+        _check_output_type(output_type)
+        return _final_images(self.generate(prompts, **kwargs), output_type)
 
     # editing and exploration (imagen.editing): each takes the arguments of `generate` too
     def img2img(self, prompts: str | Sequence[str], image, strength: float | Sequence[float] = 0.6, **kwargs):
@@ -194,11 +190,8 @@ class Imagen(nn.Module):
         what `__call__` does: the final images, PIL or a (N, 3, R, R) tensor in [-1, 1]."""
         from .editing.images import load_image, resize_image
 
-        if output_type not in ("pil", "tensor"):
-            raise ValueError(f"output_type must be 'pil' or 'tensor', got {output_type!r}")
-        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        if not prompts or not all(isinstance(p, str) for p in prompts):
-            raise ValueError("prompts must be a non-empty list of strings")
+        _check_output_type(output_type)
+        prompts = _prompt_list(prompts)
         sr_names = [n for n, stage in self.stages.items() if stage.config.is_super_resolution]
         if not sr_names:
             raise ValueError("this model has no super-resolution stage to upscale with")
@@ -219,8 +212,7 @@ class Imagen(nn.Module):
         outputs = self.generate_from_embeddings(embeds, mask, seeds=[seed + i for i in range(len(prompts))],
                                                 options=options, negative=negative, start=start,
                                                 max_batch_size=max_batch_size, progress=progress)
-        final = list(outputs.values())[-1]
-        return to_pil(final) if output_type == "pil" else final
+        return _final_images(outputs, output_type)
 
     def sampling_options(self, *, guidance_scale: PerStage = None, num_steps: PerStage = None, sampler: PerStage = None,
                          thresholding: PerStage = None, dynamic_percentile: PerStage = None,
@@ -306,6 +298,25 @@ def _per_stage(value: Any, choices: tuple[list[str], list[str]], name: str, what
     raise ValueError(f"{what} has {len(values)} values but this model has {len(choices[0])} {kind} "
                      f"({', '.join(choices[0]) or 'none'}) and this call runs {len(choices[1])}: give one value, "
                      f"or one per {kind.removesuffix('s')}")
+
+
+def _prompt_list(prompts: str | Sequence[str]) -> list[str]:
+    """One prompt or several, as a checked non-empty list of strings."""
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    if not prompts or not all(isinstance(p, str) for p in prompts):
+        raise ValueError("prompts must be a non-empty list of strings")
+    return prompts
+
+
+def _check_output_type(output_type: str) -> None:
+    if output_type not in ("pil", "tensor"):
+        raise ValueError(f"output_type must be 'pil' or 'tensor', got {output_type!r}")
+
+
+def _final_images(outputs: dict[str, torch.Tensor], output_type: str) -> list[Image.Image] | torch.Tensor:
+    """The last stage's images of a run: PIL images, or the (N, 3, R, R) tensor in [-1, 1]."""
+    final = list(outputs.values())[-1]
+    return to_pil(final) if output_type == "pil" else final
 
 
 def _negative_prompts(negative_prompt: str | Sequence[str] | None, count: int) -> list[str] | None:

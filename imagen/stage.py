@@ -129,7 +129,7 @@ class Stage(nn.Module):
         objective = self.config.objective
         c_in = input_scale(objective.prediction, alpha, sigma, objective.sigma_data)
         output = self.net(batch_scale(c_in, x_t) * x_t, noise.t, **condition.as_kwargs())
-        return per_sample_loss(self.config.objective, output, x0, noise.eps, alpha, sigma, log_snr)
+        return per_sample_loss(objective, output, x0, noise.eps, alpha, sigma, log_snr)
 
     def forward(self, images: torch.Tensor, text_embeds: torch.Tensor | None, text_mask: torch.Tensor | None,
                 noise: TrainingNoise, lowres: torch.Tensor | None = None) -> torch.Tensor:

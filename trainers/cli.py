@@ -89,17 +89,15 @@ def resolve(args: argparse.Namespace, init_config=None):
     return config, stages
 
 
-def _init_model(name: str):
-    from .run import InitModel
-
-    return InitModel.load(name)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        init = _init_model(args.init_from) if args.init_from else None
+        init = None
+        if args.init_from:
+            from .run import InitModel
+
+            init = InitModel.load(args.init_from)
         config, stages = resolve(args, init.config if init else None)
         if args.dry_run:
             print(to_json(config))

@@ -12,6 +12,7 @@ import torch
 
 from imagen.augmentation import noise_augment
 from imagen.denoiser import Condition
+from imagen.objective import q_sample
 from imagen.resize import upsample
 from imagen.shapes import COLORS
 
@@ -47,7 +48,7 @@ def high_noise_color_error(pipe, stage_name: str, seed: int = 0,
         t = torch.tensor(value) if kind == "t" else stage.schedule.t_from_log_snr(torch.tensor(value))
         t = t.float().expand(batch).to(device)
         alpha, sigma = stage.schedule.alpha_sigma(t)
-        x_t = alpha[:, None, None, None] * upsampled + sigma[:, None, None, None] * eps
+        x_t = q_sample(upsampled, alpha, sigma, eps)
         x0 = stage.denoiser(x_t, t, condition).x0.clamp(-1.0, 1.0)
         errors[label] = float(((x0.mean(dim=(2, 3)) - colors) * 127.5).norm(dim=1).mean())
     return errors
