@@ -10,6 +10,8 @@ Sections:
            input (the floor to beat). The last SR stage is also run alone from the true render at its input size.
   cascade  the cascade's own base outputs for held-out prompts: compliance at every stage side by side, colour
            drift of each SR output against the base image and grain on its flat regions (no true render).
+  steps    the first SR stage from the true 64 px renders (4 scenes) with 1, 2, 4 and 15 sampling steps, at
+           guidance 1 and 3: what more steps and guidance do to PSNR, the edge band, colour error and grain.
   probe    the cause of colour drift: each SR stage's x0 prediction at high noise (t = 0.99 and log-SNR -3.7, 0,
            3.7) on a flat one-colour image, given that colour as the low-res input: the distance of its mean
            colour from the input's (RGB levels), averaged over the palette (imagen.eval.probe).
@@ -117,6 +119,26 @@ def cascade_section(pipe: Imagen, count: int) -> dict:
     return result
 
 
+def steps_section(pipe: Imagen, count: int) -> list[dict]:
+    scenes = held_out_scenes(count)
+    first, sr_name = list(pipe.stages)[:2]
+    lows = [render(s, pipe.stages[first].resolution) for s in scenes]
+    truths = [render(s, pipe.stages[sr_name].resolution) for s in scenes]
+    start = torch.stack([to_tensor(image) for image in lows])
+    text = pipe.encode_prompts([s.caption for s in scenes])
+    rows = []
+    for guidance in (1.0, 3.0):
+        for steps in (1, 2, 4, 15):
+            options = pipe.sampling_options(start_at_stage=sr_name, stop_at_stage=sr_name, num_steps=steps,
+                                            guidance_scale=guidance)
+            out = pipe.generate_from_embeddings(*text, seeds=list(range(count)), options=options, start=start,
+                                                max_batch_size=4, progress=False)[sr_name]
+            rows.append({"stage": sr_name, "steps": steps, "guidance": guidance,
+                         **_mean([compare_to_truth(o, t, low) for o, t, low in zip(out, truths, lows, strict=True)])})
+            print(rows[-1], file=sys.stderr, flush=True)
+    return rows
+
+
 def probe_section(pipe: Imagen) -> dict:
     """Each SR stage's x0 colour error at high noise (imagen.eval.probe), in RGB levels."""
     return {name: {k: round(v, 2) for k, v in high_noise_color_error(pipe, name).items()}
@@ -128,15 +150,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="shapes", help="model name or directory (default: the shipped shapes)")
     parser.add_argument("--scenes", type=int, default=8, help="held-out scenes for the truth section (default 8)")
     parser.add_argument("--prompts", type=int, default=12, help="held-out prompts for the cascade section")
-    parser.add_argument("--sections", default="truth,cascade,probe", help="comma-separated: truth,cascade,probe")
+    parser.add_argument("--sections", default="truth,cascade,probe",
+                        help="comma-separated: truth,cascade,probe,steps")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 scenes, 2 prompts")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--out", default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
-    unknown = set(sections) - {"truth", "cascade", "probe"}
+    unknown = set(sections) - {"truth", "cascade", "probe", "steps"}
     if unknown:
-        parser.error(f"unknown section(s) {', '.join(sorted(unknown))}; valid: truth, cascade, probe")
+        parser.error(f"unknown section(s) {', '.join(sorted(unknown))}; valid: truth, cascade, probe, steps")
     if args.threads:
         torch.set_num_threads(args.threads)
     scenes, prompts = (2, 2) if args.quick else (args.scenes, args.prompts)
@@ -152,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         print(result["truth"], file=sys.stderr, flush=True)
     if "cascade" in sections:
         result["cascade"] = cascade_section(pipe, prompts)
+    if "steps" in sections:
+        result["steps"] = steps_section(pipe, 2 if args.quick else 4)
     result["machine"] = machine()
     emit(result, args.out)
     return 0
