@@ -90,7 +90,8 @@ def steps_section(pipe: Imagen, count: int, quick: bool) -> list[dict]:
         grid = [("dpm++", 5), *grid[:2], ("dpm++", 50), ("ddim", 10), *grid[2:], ("ddpm", 50), ("ddpm", 100)]
     rows = []
     for sampler, steps in grid:
-        summary = model_compliance(pipe, prompts, stop_at_stage="base", sampler=sampler, num_steps=steps)["base"]
+        summary = model_compliance(pipe, prompts, stop_at_stage="base", sampler=sampler,
+                                   num_inference_steps=steps)["base"]
         rows.append({"sampler": sampler, "steps": steps, **_scores(summary)})
         print(rows[-1], file=sys.stderr, flush=True)
     return rows

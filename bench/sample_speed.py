@@ -87,7 +87,7 @@ def worker_ours_base(runs: list[dict]) -> dict:
     guidance 5."""
     import torch
 
-    from imagen.stage import SamplingOptions
+    from imagen.options import SamplingOptions
 
     stage = _ours_base_stage()
     calls = _counted(stage.net)
@@ -149,12 +149,12 @@ def worker_ours_cascade(model: str, steps: list[int] | None) -> dict:
     preset = model in preset_names()
     pipe = Imagen.from_config(load_config(model)).eval() if preset else Imagen.from_pretrained(model)
     calls = {name: _counted(stage.net) for name, stage in pipe.stages.items()}
-    pipe.generate([CASCADE_PROMPT], num_steps=1, progress=False)  # warm-up at every resolution
+    pipe.generate([CASCADE_PROMPT], num_inference_steps=1, progress=False)  # warm-up at every resolution
     for c in calls.values():
         c[0] = 0
-    options = pipe.sampling_options(num_steps=steps)
+    options = pipe.sampling_options(num_inference_steps=steps)
     start = time.perf_counter()
-    out = pipe.generate([CASCADE_PROMPT], num_steps=steps, seed=0, progress=False)
+    out = pipe.generate([CASCADE_PROMPT], num_inference_steps=steps, seed=0, progress=False)
     seconds = time.perf_counter() - start
     return {"s": seconds, "shapes": {k: list(v.shape) for k, v in out.items()},
             "unet_calls": {k: c[0] for k, c in calls.items()},

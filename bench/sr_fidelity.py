@@ -129,7 +129,7 @@ def steps_section(pipe: Imagen, count: int) -> list[dict]:
     rows = []
     for guidance in (1.0, 3.0):
         for steps in (1, 2, 4, 15):
-            options = pipe.sampling_options(start_at_stage=sr_name, stop_at_stage=sr_name, num_steps=steps,
+            options = pipe.sampling_options(start_at_stage=sr_name, stop_at_stage=sr_name, num_inference_steps=steps,
                                             guidance_scale=guidance)
             out = pipe.generate_from_embeddings(*text, seeds=list(range(count)), options=options, start=start,
                                                 max_batch_size=4, progress=False)[sr_name]

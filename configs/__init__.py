@@ -2,9 +2,14 @@
 
 from .loader import from_dict, from_json, load_config, preset_names, to_dict, to_json
 from .schema import (
+    LOSS_NAMES,
+    PRECISIONS,
+    PREDICTIONS,
     SAMPLER_NAMES,
+    SCHEDULE_KINDS,
     STAGE_NAMES,
     THRESHOLDING_MODES,
+    TIME_GRID_NAMES,
     DataConfig,
     NoiseAugConfig,
     ObjectiveConfig,
@@ -18,7 +23,8 @@ from .schema import (
 )
 
 __all__ = [
-    "SAMPLER_NAMES", "STAGE_NAMES", "THRESHOLDING_MODES", "DataConfig", "NoiseAugConfig", "ObjectiveConfig",
+    "LOSS_NAMES", "PRECISIONS", "PREDICTIONS", "SAMPLER_NAMES", "SCHEDULE_KINDS", "STAGE_NAMES", "THRESHOLDING_MODES",
+    "TIME_GRID_NAMES", "DataConfig", "NoiseAugConfig", "ObjectiveConfig",
     "RunConfig", "SamplerConfig", "ScheduleConfig", "StageConfig", "TextEncoderConfig", "TrainConfig",
     "UNetConfig", "from_dict", "from_json", "load_config", "preset_names", "to_dict", "to_json",
 ]

@@ -8,11 +8,26 @@ types strictly and turns the result back into JSON for run directories and saved
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
-STAGE_NAMES = ("base", "sr1", "sr2")
-SAMPLER_NAMES = ("ddpm", "ddim", "dpm++")
-THRESHOLDING_MODES = ("none", "static", "dynamic")
+# The vocabulary: every name a config, a registry or a CLI choice list accepts is defined here once.
+StageName = Literal["base", "sr1", "sr2"]
+SamplerName = Literal["ddpm", "ddim", "dpm++"]
+ThresholdingMode = Literal["none", "static", "dynamic"]
+TimeGridName = Literal["uniform", "logsnr", "karras"]
+ScheduleKind = Literal["cosine", "linear"]
+Prediction = Literal["eps", "v", "x0"]
+LossName = Literal["l2", "l1", "huber"]
+Precision = Literal["float32", "bfloat16", "float16"]
+
+STAGE_NAMES: tuple[str, ...] = get_args(StageName)
+SAMPLER_NAMES: tuple[str, ...] = get_args(SamplerName)
+THRESHOLDING_MODES: tuple[str, ...] = get_args(ThresholdingMode)
+TIME_GRID_NAMES: tuple[str, ...] = get_args(TimeGridName)
+SCHEDULE_KINDS: tuple[str, ...] = get_args(ScheduleKind)
+PREDICTIONS: tuple[str, ...] = get_args(Prediction)
+LOSS_NAMES: tuple[str, ...] = get_args(LossName)
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 
 def _check(condition: bool, message: str) -> None:
@@ -26,7 +41,7 @@ class TextEncoderConfig:
 
     name: str = "embedded"
     max_length: int = 32  # tokens; longer captions are truncated (paper: 128)
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    dtype: Precision = "float32"
 
     def __post_init__(self):
         _check(bool(self.name), "name must not be empty (use 'embedded', a hub name or a local path)")
@@ -37,7 +52,7 @@ class TextEncoderConfig:
 class ScheduleConfig:
     """Continuous-time noise schedule, as log-SNR over t in [0, 1], clipped to [logsnr_min, logsnr_max]."""
 
-    kind: Literal["cosine", "linear"] = "cosine"
+    kind: ScheduleKind = "cosine"
     logsnr_min: float = -20.0
     logsnr_max: float = 20.0
 
@@ -50,8 +65,8 @@ class ScheduleConfig:
 class ObjectiveConfig:
     """What the network predicts and how the loss is weighted."""
 
-    prediction: Literal["eps", "v", "x0"] = "eps"
-    loss: Literal["l2", "l1", "huber"] = "l2"
+    prediction: Prediction = "eps"
+    loss: LossName = "l2"
     min_snr_gamma: float = 0.0  # min-SNR-gamma weighting (Hang et al. 2023); 0 disables it
     # SR stages: diffuse the residual x - upsample(lowres) instead of x (the network adds detail to the
     # upsampled input and keeps its colours by predicting zero where there is nothing to add)
@@ -106,12 +121,12 @@ class UNetConfig:
 class SamplerConfig:
     """Default sampling settings of a stage (each can be overridden per call)."""
 
-    name: Literal["ddpm", "ddim", "dpm++"] = "dpm++"
+    name: SamplerName = "dpm++"
     num_steps: int = 25
     guidance_scale: float = 5.0
-    thresholding: Literal["none", "static", "dynamic"] = "dynamic"
+    thresholding: ThresholdingMode = "dynamic"
     dynamic_percentile: float = 0.995
-    time_grid: Literal["uniform", "logsnr", "karras"] = "logsnr"
+    time_grid: TimeGridName = "logsnr"
     eta: float = 0.0  # DDIM stochasticity (0 = deterministic, 1 = DDPM-like)
     order: int = 2  # DPM-Solver++ multistep order (2 or 3)
 

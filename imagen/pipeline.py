@@ -4,8 +4,9 @@ previous stage's output. Image i of a call draws all its noise from its own gene
 image does not depend on the batch it was drawn in.
 
     pipe = Imagen.from_pretrained("shapes")
-    images = pipe(["a large red circle at the center on a blue background"], guidance_scale=[5.0, 4.0, 4.0],
-                  num_steps=[25, 15, 10], sampler="dpm++", thresholding="dynamic", aug_level=0.1, seed=0)
+    out = pipe("a large red circle at the center on a blue background", guidance_scale=[5.0, 1.0, 1.0],
+               num_inference_steps=[25, 1, 1], sampler="dpm++", thresholding="dynamic", aug_level=0.1, seed=0)
+    out.images[0].save("circle.png")   # PIL, with the prompt and settings in .info
 """
 
 from __future__ import annotations
@@ -16,18 +17,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 from torch import nn
 
 from configs import RunConfig
 
 from . import checkpoint
-from .images import to_pil
 from .noise import generators
-from .stage import SamplingOptions, Stage
-from .text import TextEncoder, load_text_encoder, parse_dtype
-
-PerStage = Any  # a value for every stage, or a sequence with one per stage run
+from .options import SamplingOptions, StageOptions, StageValue, per_stage
+from .output import ImagenOutput, check_output_type
+from .request import Request
+from .stage import Stage, StageEdit
+from .text import EMBEDDED, TextEncoder, load_text_encoder, parse_dtype
 
 
 class Imagen(nn.Module):
@@ -38,6 +38,7 @@ class Imagen(nn.Module):
         self.config = config
         self.text_encoder = text_encoder
         self.stages = nn.ModuleDict({name: Stage(cfg, text_encoder.embed_dim) for name, cfg in config.stages().items()})
+        self.name_or_path: str | None = None  # what from_pretrained loaded
 
     @classmethod
     def from_config(cls, config: RunConfig, device: str | torch.device | None = None) -> Imagen:
@@ -60,6 +61,7 @@ class Imagen(nn.Module):
         encoder = text_encoder or load_text_encoder(config.text, device=device)
         _check_text_encoder(identity, encoder, directory)
         pipe = cls(config, encoder)
+        pipe.name_or_path = str(name_or_path)
         for name, stage in pipe.stages.items():
             checkpoint.load_weights(stage.net, weights[name], directory / checkpoint.weights_file(name))
         return pipe.to(device, dtype).eval()
@@ -80,168 +82,209 @@ class Imagen(nn.Module):
         embeds, mask = self.text_encoder.encode(list(prompts))
         return embeds.to(self.device, torch.float32), mask.to(self.device)
 
-    @torch.no_grad()
-    def generate(self, prompts: str | Sequence[str], *, guidance_scale: PerStage = None, num_steps: PerStage = None,
-                 sampler: PerStage = None, thresholding: PerStage = None, dynamic_percentile: PerStage = None,
-                 aug_level: float | Sequence[float] | None = None, time_grid: PerStage = None, seed: int = 0,
-                 num_images_per_prompt: int = 1, negative_prompt: str | Sequence[str] | None = None,
-                 stop_at_stage: int | str | None = None, max_batch_size: int | None = None,
-                 progress: bool = True, edit: Any = None) -> dict[str, torch.Tensor]:
-        """Run the cascade; returns every stage's images, {stage name: (N, 3, R, R) in [-1, 1]}. Per-stage
-        arguments take one value for all stages or a sequence with one per stage run (`aug_level`: one per SR
-        stage run). `None` keeps each stage's configured default. Image i uses seed `seed + i`. `edit`: an
-        imagen.editing edit applied to every stage (what `img2img` and `inpaint` pass)."""
-        prompts = _prompt_list(prompts)
-        if num_images_per_prompt < 1:
-            raise ValueError(f"num_images_per_prompt must be >= 1, got {num_images_per_prompt}")
-        options = self.sampling_options(guidance_scale=guidance_scale, num_steps=num_steps, sampler=sampler,
-                                        thresholding=thresholding, dynamic_percentile=dynamic_percentile,
-                                        aug_level=aug_level, time_grid=time_grid, stop_at_stage=stop_at_stage)
+    def request(self, prompt: str | Sequence[str], *, negative_prompt: str | Sequence[str] | None = None,
+                num_images_per_prompt: int = 1, seed: int | None = None,
+                generator: torch.Generator | Sequence[torch.Generator] | None = None,
+                max_batch_size: int | None = None, progress: bool = True, options: StageOptions | None = None,
+                **sampling: StageValue) -> Request:
+        """Everything a call asks for, checked and resolved once: `sampling` (the per-stage arguments of
+        `sampling_options`), or `options` already resolved by it. Image i of the request is prompt
+        i // num_images_per_prompt, drawn with seed `seed + i` (default seed 0), or with a seed drawn from
+        `generator` (one for all images, or one each)."""
+        prompts = _prompt_list(prompt)
+        if isinstance(num_images_per_prompt, bool) or not isinstance(num_images_per_prompt, int) \
+                or num_images_per_prompt < 1:
+            raise ValueError(f"num_images_per_prompt must be an integer >= 1, got {num_images_per_prompt!r}")
+        if max_batch_size is not None and max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        if options is None:
+            options = self.sampling_options(**sampling)
+        elif sampling:
+            raise ValueError(f"give options or per-stage arguments ({', '.join(sampling)}), not both")
+        elif not options or not set(options) <= set(self.stages):
+            raise ValueError(f"options must map stages of this model ({', '.join(self.stages)}) to their options")
+        self._warn_unknown_words(prompts)
         negatives = _negative_prompts(negative_prompt, len(prompts))
-        prompts = [p for p in prompts for _ in range(num_images_per_prompt)]
-        embeds, mask = self.encode_prompts(prompts)
-        negative = None
-        if negatives is not None:
-            negative = self.encode_prompts([n for n in negatives for _ in range(num_images_per_prompt)])
-        return self.generate_from_embeddings(embeds, mask, seeds=[seed + i for i in range(len(prompts))],
-                                             options=options, negative=negative, edit=edit,
-                                             max_batch_size=max_batch_size, progress=progress)
+        repeat = lambda texts: [t for t in texts for _ in range(num_images_per_prompt)]  # noqa: E731
+        images = repeat(prompts)
+        return Request(prompts=images, negative_prompts=None if negatives is None else repeat(negatives),
+                       seeds=image_seeds(seed, generator, len(images)), options=options,
+                       max_batch_size=max_batch_size, progress=progress, model=self.describe())
+
+    def _warn_unknown_words(self, prompts: list[str]) -> None:
+        """A warning for each prompt mostly made of words the embedded encoder has never seen (it would draw a
+        smear, silently)."""
+        if self.config.text.name != EMBEDDED or not hasattr(self.text_encoder, "unknown_words"):
+            return
+        for text in dict.fromkeys(prompts):
+            unknown = self.text_encoder.unknown_words(text)
+            if 2 * len(unknown) > len(text.split()):
+                warnings.warn(f"most words of the prompt {text!r} are unknown to the embedded text encoder "
+                              f"({', '.join(unknown[:4])}{', ...' if len(unknown) > 4 else ''}), which knows only "
+                              "the shapes captions' words; the image will not follow them", stacklevel=4)
+
+    def describe(self) -> dict:
+        """The model-level settings recorded with every image: where the model came from, its text encoder,
+        device and precision."""
+        return {"model": self.name_or_path, "text_encoder": self.config.text.name, "device": str(self.device),
+                "dtype": str(next(self.parameters()).dtype).removeprefix("torch."),
+                "resolutions": {name: stage.resolution for name, stage in self.stages.items()}}
+
+    @torch.no_grad()
+    def run(self, request: Request, *, edit: StageEdit | None = None, start: torch.Tensor | None = None
+            ) -> dict[str, torch.Tensor]:
+        """Sample a request; every stage's images, {stage name: (N, 3, R, R) in [-1, 1]}. `edit`: an image edit
+        (imagen.editing) applied to every stage; `start`: see `generate_from_embeddings`."""
+        embeds, mask = self.encode_prompts(request.prompts)
+        negative = None if request.negative_prompts is None else self.encode_prompts(request.negative_prompts)
+        return self.generate_from_embeddings(embeds, mask, seeds=request.seeds, options=request.options,
+                                             negative=negative, edit=edit, start=start,
+                                             max_batch_size=request.max_batch_size, progress=request.progress)
+
+    def generate(self, prompt: str | Sequence[str], *, edit: StageEdit | None = None,
+                 **kwargs: Any) -> dict[str, torch.Tensor]:
+        """Every stage's images as tensors, {stage name: (N, 3, R, R) in [-1, 1]}. Takes the arguments of
+        `request` (and so of `sampling_options`)."""
+        return self.run(self.request(prompt, **kwargs), edit=edit)
+
+    def __call__(self, prompt: str | Sequence[str], *, output_type: str = "pil", return_all_stages: bool = False,
+                 **kwargs: Any) -> ImagenOutput:
+        """Text to images, in diffusers' terms:
+
+            out = pipe(prompt="a large red circle at the center on a blue background", negative_prompt=None,
+                       num_inference_steps=[25, 15, 10], guidance_scale=5.0, generator=torch.Generator().manual_seed(0),
+                       num_images_per_prompt=2, output_type="pil")
+            out.images[0].save("circle.png")
+
+        Takes the arguments of `request`: prompt, negative_prompt, num_images_per_prompt, seed or generator,
+        max_batch_size, progress, and the per-stage options guidance_scale, num_inference_steps, sampler,
+        thresholding, dynamic_percentile, time_grid, aug_level (SR stages), stop_at_stage. Returns an
+        `ImagenOutput`: `.images` as `output_type` ("pil", "np" or "pt"), `.stage_images` with
+        `return_all_stages`, `.seeds`, `.settings`; PIL images carry prompt and settings in `.info`."""
+        check_output_type(output_type)
+        request = self.request(prompt, **kwargs)
+        return request.output(self.run(request), output_type, return_all_stages)
 
     @torch.no_grad()
     def generate_from_embeddings(self, text_embeds: torch.Tensor, text_mask: torch.Tensor, *, seeds: Sequence[Any],
-                                 options: dict[str, SamplingOptions] | None = None,
-                                 negative: tuple[torch.Tensor, torch.Tensor] | None = None, edit: Any = None,
-                                 start: torch.Tensor | None = None, max_batch_size: int | None = None,
-                                 progress: bool = True) -> dict[str, torch.Tensor]:
+                                 options: StageOptions | None = None,
+                                 negative: tuple[torch.Tensor, torch.Tensor] | None = None,
+                                 edit: StageEdit | None = None, start: torch.Tensor | None = None,
+                                 max_batch_size: int | None = None, progress: bool = True) -> dict[str, torch.Tensor]:
         """Run the cascade on given text embeddings (B, L, D) and mask (B, L) (as `encode_prompts` returns
         them; the editing modes mix them); returns {stage name: (B, 3, R, R) in [-1, 1]}. `seeds`: one per
         image, an int or a noise source with `.generator(offset, device)` (imagen.editing.interpolation.SlerpSeeds);
         `options`: from `sampling_options` (default: every stage with its defaults); `negative`: (embeds, mask)
-        replacing the null condition; `edit`: an imagen.editing edit (img2img, inpainting) applied to every stage;
+        replacing the null condition; `edit`: an image edit (img2img, inpainting) applied to every stage;
         `start` (B, 3, r, r) in [-1, 1]: the images that stand for the stages before the first one in `options`
-        (the input of the first SR stage run, at its low-res size)."""
+        (the input of the first SR stage run, at its low-res size). One progress bar runs across all stages."""
+        from tqdm.auto import tqdm
+
         options = self.sampling_options() if options is None else options
-        if max_batch_size is not None and max_batch_size < 1:
-            raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
         if len(seeds) != text_embeds.shape[0]:
             raise ValueError(f"got {len(seeds)} seeds for {text_embeds.shape[0]} images")
+        chunk = max_batch_size or len(seeds)
+        batches = (len(seeds) + chunk - 1) // chunk
+        steps = sum(options[name].num_steps if edit is None else edit.num_steps(name, self.stages[name], options[name])
+                    for name in options)
+        bar = tqdm(total=batches * steps, disable=not progress, leave=False, unit="step")
         outputs: dict[str, torch.Tensor] = {}
         previous = None if start is None else start.to(self.device, torch.float32)
-        for name in options:
-            stage = self.stages[name]
-            if stage.config.is_super_resolution and previous is None:
-                raise ValueError(f"stage {name} is super-resolution and needs a previous stage in this cascade")
-            outputs[name] = self._sample_stage(name, stage, text_embeds, text_mask, negative, previous, list(seeds),
-                                               options[name], max_batch_size or len(seeds), progress, edit)
-            previous = outputs[name]
+        try:
+            for name in options:
+                stage = self.stages[name]
+                if stage.config.is_super_resolution and previous is None:
+                    raise ValueError(f"stage {name} is super-resolution and needs a previous stage in this cascade")
+                bar.set_description(f"{name} {stage.resolution}px")
+                outputs[name] = self._sample_stage(name, text_embeds, text_mask, negative, previous, list(seeds),
+                                                   options[name], chunk, lambda *_: bar.update(1), edit)
+                previous = outputs[name]
+        finally:
+            bar.close()
         return outputs
 
-    def __call__(self, prompts: str | Sequence[str], *, output_type: str = "pil", **kwargs) -> list[Image.Image] | \
-            torch.Tensor:
-        """Images of the last stage run: a list of PIL images (`output_type="pil"`) or a tensor (N, 3, R, R) in
-        [-1, 1] (`"tensor"`). Takes the arguments of `generate`."""
-        _check_output_type(output_type)
-        return _final_images(self.generate(prompts, **kwargs), output_type)
-
-    # editing and exploration (imagen.editing): each takes the arguments of `generate` too
-    def img2img(self, prompts: str | Sequence[str], image, strength: float | Sequence[float] = 0.6, **kwargs):
+    # editing and exploration (imagen.editing): each takes the arguments of `request` too and returns an
+    # ImagenOutput
+    def img2img(self, prompt: str | Sequence[str], image, strength: StageValue = 0.6, **kwargs) -> ImagenOutput:
         """Variations of `image` (path, PIL or (3, H, W) tensor in [-1, 1]) noised to `strength` in [0, 1]
-        (one value, or one per stage) and denoised with the prompts; see imagen.editing.image_edit."""
+        (per stage) and denoised with the prompts; see imagen.editing.image_edit."""
         from .editing.image_edit import img2img
 
-        return img2img(self, prompts, image, strength, **kwargs)
+        return img2img(self, prompt, image, strength, **kwargs)
 
-    def inpaint(self, prompts: str | Sequence[str], image, mask, *, resample_steps: int = 1, **kwargs):
+    def inpaint(self, prompt: str | Sequence[str], image, mask, *, resample_steps: int = 1, **kwargs) -> ImagenOutput:
         """Regenerate the white part of `mask` (black = keep, kept exactly), with `resample_steps` RePaint
         tries per step; see imagen.editing.image_edit."""
         from .editing.image_edit import inpaint
 
-        return inpaint(self, prompts, image, mask, resample_steps=resample_steps, **kwargs)
+        return inpaint(self, prompt, image, mask, resample_steps=resample_steps, **kwargs)
 
-    def outpaint(self, prompts: str | Sequence[str], image, margins: Sequence[int], **kwargs):
+    def outpaint(self, prompt: str | Sequence[str], image, margins: Sequence[int], **kwargs) -> ImagenOutput:
         """Extend `image` by (left, top, right, bottom) pixels to a square and fill the border."""
         from .editing.image_edit import outpaint
 
-        return outpaint(self, prompts, image, margins, **kwargs)
+        return outpaint(self, prompt, image, margins, **kwargs)
+
+    def upscale(self, prompt: str | Sequence[str], image, **kwargs) -> ImagenOutput:
+        """The super-resolution stages alone on a given image (it stands for the base stage's output, resized
+        with a warning to the first SR stage's input size); per-stage options count the SR stages only; see
+        imagen.editing.image_edit."""
+        from .editing.image_edit import upscale
+
+        return upscale(self, prompt, image, **kwargs)
 
     def interpolate(self, prompt: str, to_prompt: str | None = None, *, seed: int = 0, to_seed: int | None = None,
-                    frames: int = 8, **kwargs):
+                    frames: int = 8, **kwargs) -> ImagenOutput:
         """`frames` images from (prompt, seed) to (to_prompt, to_seed): slerped noise, interpolated text
         embeddings; the ends are the plain samples. See imagen.editing.interpolation."""
         from .editing.interpolation import interpolate
 
         return interpolate(self, prompt, to_prompt, seed=seed, to_seed=to_seed, frames=frames, **kwargs)
 
-    def text_diff(self, prompt: str, source: str, target: str, scales: float | Sequence[float] = 1.0, **kwargs):
+    def text_diff(self, prompt: str, source: str, target: str, scales: float | Sequence[float] = 1.0,
+                  **kwargs) -> ImagenOutput:
         """One image per scale, conditioned on embed(prompt) + scale (embed(target) - embed(source)) at one
         seed; see imagen.editing.prompt_diff."""
         from .editing.prompt_diff import text_diff
 
         return text_diff(self, prompt, source, target, scales, **kwargs)
 
-    @torch.no_grad()
-    def upscale(self, prompts: str | Sequence[str], image, *, seed: int = 0, output_type: str = "pil",
-                negative_prompt: str | Sequence[str] | None = None, max_batch_size: int | None = None,
-                progress: bool = True, **sampling: Any) -> list[Image.Image] | torch.Tensor:
-        """The super-resolution stages alone on a given image: `image` (a path, PIL image or (3, H, W) tensor in
-        [-1, 1], square; or one per prompt) stands for the base stage's output, resized (with a warning) to the
-        first SR stage's input size, and each prompt describes it. Per-stage `sampling` arguments (those of
-        `generate`: guidance_scale, num_steps, aug_level, stop_at_stage, ...) count the SR stages only. Returns
-        what `__call__` does: the final images, PIL or a (N, 3, R, R) tensor in [-1, 1]."""
-        from .editing.images import load_image, resize_image
+    def sampling_options(self, *, guidance_scale: StageValue = None, num_inference_steps: StageValue = None,
+                         sampler: StageValue = None, thresholding: StageValue = None,
+                         dynamic_percentile: StageValue = None, time_grid: StageValue = None,
+                         aug_level: StageValue = None, stop_at_stage: int | str | None = None,
+                         start_at_stage: str | None = None) -> StageOptions:
+        """{stage name: its resolved SamplingOptions} for the stages a call runs, in order: from the first stage
+        (or `start_at_stage`) to the last (or `stop_at_stage`, a number from 1 or a name). Each option is a
+        per-stage value (imagen.options): None keeps the stage's configured default; `aug_level` applies to the
+        super-resolution stages run, and a sequence of it has one value per such stage. Every value is checked
+        here, before any sampling."""
+        names = self.stages_to_run(stop_at_stage, start_at_stage)
+        srs = [n for n in names if self.stages[n].config.is_super_resolution]
+        known = list(self.stages)
+        values = {"guidance_scale": per_stage(guidance_scale, names, "guidance_scale", known),
+                  "num_steps": per_stage(num_inference_steps, names, "num_inference_steps", known),
+                  "sampler": per_stage(sampler, names, "sampler", known),
+                  "thresholding": per_stage(thresholding, names, "thresholding", known),
+                  "dynamic_percentile": per_stage(dynamic_percentile, names, "dynamic_percentile", known),
+                  "time_grid": per_stage(time_grid, names, "time_grid", known),
+                  "aug_level": per_stage(aug_level, srs, "aug_level (one per super-resolution stage run)", known)}
+        return {name: SamplingOptions(**{field: by_stage.get(name) for field, by_stage in values.items()}
+                                      ).resolved(self.stages[name].config) for name in names}
 
-        _check_output_type(output_type)
-        prompts = _prompt_list(prompts)
-        sr_names = [n for n, stage in self.stages.items() if stage.config.is_super_resolution]
-        if not sr_names:
-            raise ValueError("this model has no super-resolution stage to upscale with")
-        sources = list(image) if isinstance(image, (list, tuple)) else [image] * len(prompts)
-        if len(sources) != len(prompts):
-            raise ValueError(f"got {len(sources)} images for {len(prompts)} prompts: give one image, or one per prompt")
-        options = self.sampling_options(start_at_stage=sr_names[0], **sampling)
-        size = self.stages[sr_names[0]].config.lowres_resolution
-        loaded = [load_image(source, "the image to upscale") for source in sources]
-        for tensor in loaded:
-            if tensor.shape[-1] != size:
-                warnings.warn(f"resizing the {tensor.shape[-1]}x{tensor.shape[-2]} image to {size}x{size}, the input "
-                              f"size of the first super-resolution stage ({sr_names[0]})", stacklevel=3)
-        start = torch.cat([resize_image(tensor, size) for tensor in loaded])
-        negatives = _negative_prompts(negative_prompt, len(prompts))
-        embeds, mask = self.encode_prompts(prompts)
-        negative = None if negatives is None else self.encode_prompts(negatives)
-        outputs = self.generate_from_embeddings(embeds, mask, seeds=[seed + i for i in range(len(prompts))],
-                                                options=options, negative=negative, start=start,
-                                                max_batch_size=max_batch_size, progress=progress)
-        return _final_images(outputs, output_type)
+    def stages_to_run(self, stop_at_stage: int | str | None = None, start_at_stage: str | None = None) -> list[str]:
+        """The names of the stages a call runs, in cascade order."""
+        names = self._stages_up_to(stop_at_stage)
+        if start_at_stage is None:
+            return names
+        if start_at_stage not in self.stages:
+            raise ValueError(f"start_at_stage {start_at_stage!r} is not a stage of this model: "
+                             f"{', '.join(self.stages)}")
+        if start_at_stage not in names:
+            raise ValueError(f"stop_at_stage {stop_at_stage!r} ends the run before its first stage, {start_at_stage}")
+        return names[names.index(start_at_stage):]
 
-    def sampling_options(self, *, guidance_scale: PerStage = None, num_steps: PerStage = None, sampler: PerStage = None,
-                         thresholding: PerStage = None, dynamic_percentile: PerStage = None,
-                         aug_level: float | Sequence[float] | None = None, time_grid: PerStage = None,
-                         stop_at_stage: int | str | None = None, start_at_stage: str | None = None
-                         ) -> dict[str, SamplingOptions]:
-        """{stage name: its resolved SamplingOptions} for the stages `generate` would run with these
-        arguments (defaults filled in, values checked): what a run used, for records and file metadata.
-        `start_at_stage`: the name of the first stage run (`upscale` starts at the first SR stage)."""
-        names = self._stages_to_run(stop_at_stage)
-        if start_at_stage is not None:
-            if start_at_stage not in names:
-                raise ValueError(f"stop_at_stage {stop_at_stage!r} ends the run before its first stage, "
-                                 f"{start_at_stage}")
-            names = names[names.index(start_at_stage):]
-        stages = (list(self.stages), names)
-        srs = tuple([n for n in group if self.stages[n].config.is_super_resolution] for group in stages)
-        return {name: self.stages[name].resolve_options(SamplingOptions(
-            guidance_scale=_per_stage(guidance_scale, stages, name, "guidance_scale"),
-            num_steps=_per_stage(num_steps, stages, name, "num_steps"),
-            sampler=_per_stage(sampler, stages, name, "sampler"),
-            thresholding=_per_stage(thresholding, stages, name, "thresholding"),
-            dynamic_percentile=_per_stage(dynamic_percentile, stages, name, "dynamic_percentile"),
-            time_grid=_per_stage(time_grid, stages, name, "time_grid"),
-            aug_level=_per_stage(aug_level, srs, name, "aug_level", "super-resolution stages")
-            if name in srs[1] else None,
-        )) for name in names}
-
-    def _stages_to_run(self, stop_at_stage: int | str | None) -> list[str]:
+    def _stages_up_to(self, stop_at_stage: int | str | None) -> list[str]:
         names = list(self.stages)
         if stop_at_stage is None:
             return names
@@ -254,13 +297,9 @@ class Imagen(nn.Module):
                              f"{', '.join(names)}), got {stop_at_stage}")
         return names[:stop_at_stage]
 
-    def _sample_stage(self, name: str, stage: Stage, embeds, mask, negative, previous, seeds, options, chunk,
-                      progress, edit=None) -> torch.Tensor:
-        from tqdm.auto import tqdm
-
-        steps = options.num_steps if edit is None else edit.num_steps(name, stage, options)
-        bar = tqdm(total=steps * ((len(seeds) + chunk - 1) // chunk), desc=f"{name} {stage.resolution}px",
-                   disable=not progress, leave=False, unit="step")
+    def _sample_stage(self, name: str, embeds, mask, negative, previous, seeds, options, chunk, callback,
+                      edit: StageEdit | None) -> torch.Tensor:
+        stage = self.stages[name]
         # each image's generator draws the stage's noise in the same order whatever the batch: the stage seed
         # is offset so stages draw independent noise
         offset = 1_000_003 * list(self.stages).index(name)
@@ -270,9 +309,7 @@ class Imagen(nn.Module):
             neg = None if negative is None else (negative[0][rows], negative[1][rows])
             run = stage.prepare(embeds[rows], mask[rows], _generators(seeds[rows], offset, self.device), options,
                                 lowres=None if previous is None else previous[rows], negative=neg)
-            callback = lambda *_: bar.update(1)  # noqa: E731
-            pieces.append(run.run(callback=callback) if edit is None else edit.sample(name, stage, run, rows, callback))
-        bar.close()
+            pieces.append(run.run(callback=callback) if edit is None else edit.sample(name, stage, run, callback))
         return torch.cat(pieces)
 
 
@@ -283,21 +320,21 @@ def _generators(seeds: Sequence[Any], offset: int, device: torch.device) -> list
             for s in seeds]
 
 
-def _per_stage(value: Any, choices: tuple[list[str], list[str]], name: str, what: str,
-               kind: str = "stages") -> Any:
-    """The value for stage `name`: one value for all, or a sequence with one per stage of the model or one per
-    stage run (`choices`: those two name lists; `kind` names what they are in the error)."""
-    if value is None or isinstance(value, (str, int, float)) or callable(value):
-        return value
-    values = list(value)
-    if len(values) == 1:
-        return values[0]
-    for names in choices:
-        if len(values) == len(names):
-            return values[names.index(name)]
-    raise ValueError(f"{what} has {len(values)} values but this model has {len(choices[0])} {kind} "
-                     f"({', '.join(choices[0]) or 'none'}) and this call runs {len(choices[1])}: give one value, "
-                     f"or one per {kind.removesuffix('s')}")
+def image_seeds(seed: int | None, generator: torch.Generator | Sequence[torch.Generator] | None,
+                count: int) -> list[int]:
+    """One seed per image: `seed + i` (seed default 0), or drawn from `generator` (one for all, or one each)."""
+    if generator is None:
+        seed = 0 if seed is None else seed
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"seed must be an integer, got {seed!r}")
+        return [seed + i for i in range(count)]
+    if seed is not None:
+        raise ValueError("give seed or generator, not both")
+    generators_ = list(generator) if isinstance(generator, (list, tuple)) else [generator]
+    if len(generators_) not in (1, count) or not all(isinstance(g, torch.Generator) for g in generators_):
+        raise ValueError(f"generator must be a torch.Generator or a list of {count} (one per image)")
+    return [int(torch.randint(0, 2**31 - 1, (1,), generator=generators_[i % len(generators_)]))
+            for i in range(count)]
 
 
 def _prompt_list(prompts: str | Sequence[str]) -> list[str]:
@@ -306,17 +343,6 @@ def _prompt_list(prompts: str | Sequence[str]) -> list[str]:
     if not prompts or not all(isinstance(p, str) for p in prompts):
         raise ValueError("prompts must be a non-empty list of strings")
     return prompts
-
-
-def _check_output_type(output_type: str) -> None:
-    if output_type not in ("pil", "tensor"):
-        raise ValueError(f"output_type must be 'pil' or 'tensor', got {output_type!r}")
-
-
-def _final_images(outputs: dict[str, torch.Tensor], output_type: str) -> list[Image.Image] | torch.Tensor:
-    """The last stage's images of a run: PIL images, or the (N, 3, R, R) tensor in [-1, 1]."""
-    final = list(outputs.values())[-1]
-    return to_pil(final) if output_type == "pil" else final
 
 
 def _negative_prompts(negative_prompt: str | Sequence[str] | None, count: int) -> list[str] | None:

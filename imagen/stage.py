@@ -4,45 +4,26 @@ low-res image."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 import torch
 from torch import nn
 
-from configs import THRESHOLDING_MODES, StageConfig
+from configs import StageConfig
 from unets import EfficientUNet
 
 from .augmentation import fixed_levels, noise_augment, training_levels
 from .denoiser import Condition, Denoiser
-from .guidance import GuidanceScale, guided
+from .guidance import guided
 from .noise import Generator, randn
 from .objective import batch_scale, input_scale, per_sample_loss, q_sample
+from .options import SamplingOptions
 from .resize import upsample
-from .samplers import SAMPLERS, TIME_GRIDS, get_sampler, time_grid
+from .samplers import get_sampler, time_grid
 from .schedules import Schedule
 from .thresholding import make_x0_fn
-
-
-@dataclass(frozen=True)
-class SamplingOptions:
-    """How one stage samples; `None` fields fall back to the stage config's sampler defaults."""
-
-    guidance_scale: GuidanceScale | None = None
-    num_steps: int | None = None
-    sampler: str | None = None
-    thresholding: str | None = None
-    dynamic_percentile: float | None = None
-    aug_level: float | None = None
-    time_grid: str | None = None
-
-    def as_dict(self) -> dict:
-        """JSON-able settings (a guidance schedule over t is recorded as its name)."""
-        out = {f: getattr(self, f) for f in self.__dataclass_fields__}
-        if callable(self.guidance_scale):
-            out["guidance_scale"] = getattr(self.guidance_scale, "__name__", "schedule")
-        return out
 
 
 @dataclass(frozen=True)
@@ -90,23 +71,6 @@ class Stage(nn.Module):
     def resolution(self) -> int:
         return self.config.resolution
 
-    def resolve_options(self, options: SamplingOptions = SamplingOptions()) -> SamplingOptions:
-        """`options` with every `None` replaced by the stage's configured default (aug_level: None for the
-        base stage) and every value checked; ValueError naming the bad one. Cheap: call it for all stages
-        before sampling any, so a bad option fails before minutes of work."""
-        defaults, aug = self.config.sampler, self.config.noise_aug
-        pick = lambda value, default: default if value is None else value  # noqa: E731
-        resolved = SamplingOptions(
-            guidance_scale=pick(options.guidance_scale, defaults.guidance_scale),
-            num_steps=pick(options.num_steps, defaults.num_steps),
-            sampler=pick(options.sampler, defaults.name),
-            thresholding=pick(options.thresholding, defaults.thresholding),
-            dynamic_percentile=pick(options.dynamic_percentile, defaults.dynamic_percentile),
-            aug_level=pick(options.aug_level, aug.sample_level) if self.config.is_super_resolution else None,
-            time_grid=pick(options.time_grid, defaults.time_grid))
-        _check_options(resolved)
-        return resolved
-
     def training_loss(self, images: torch.Tensor, text_embeds: torch.Tensor | None, text_mask: torch.Tensor | None,
                       noise: TrainingNoise, lowres: torch.Tensor | None = None) -> torch.Tensor:
         """Per-sample diffusion loss, shape (B,). images (B, 3, R, R) in [-1, 1]; lowres (B, 3, r, r) for SR
@@ -138,22 +102,28 @@ class Stage(nn.Module):
 
     @torch.no_grad()
     def sample(self, text_embeds: torch.Tensor | None, text_mask: torch.Tensor | None, generator: Generator,
-               options: SamplingOptions = SamplingOptions(), lowres: torch.Tensor | None = None,
+               options: SamplingOptions | None = None, lowres: torch.Tensor | None = None,
                negative: tuple[torch.Tensor, torch.Tensor] | None = None,
                callback: Callable | None = None) -> torch.Tensor:
         """Images (B, 3, R, R) in [-1, 1]. `generator` is one per image (batch-independent results) or one
-        for the batch; `lowres` (B, 3, r, r) is the previous stage's output (SR stages); `negative` the
-        (embeds, mask) of a negative prompt, replacing the null condition in guidance."""
-        return self.prepare(text_embeds, text_mask, generator, options, lowres, negative).run(callback=callback)
+        for the batch; `options` unset fields take the stage's defaults; `lowres` (B, 3, r, r) is the previous
+        stage's output (SR stages); `negative` the (embeds, mask) of a negative prompt, replacing the null
+        condition in guidance."""
+        options = (options or SamplingOptions()).resolved(self.config)
+        run = self.prepare(text_embeds, text_mask, generator, options, lowres, negative)
+        return run.run(callback=callback)
 
     @torch.no_grad()
     def prepare(self, text_embeds: torch.Tensor | None, text_mask: torch.Tensor | None, generator: Generator,
-                options: SamplingOptions = SamplingOptions(), lowres: torch.Tensor | None = None,
+                options: SamplingOptions, lowres: torch.Tensor | None = None,
                 negative: tuple[torch.Tensor, torch.Tensor] | None = None) -> SamplingRun:
-        """Everything `sample` does before the sampler runs, as a `SamplingRun` (arguments as for `sample`):
-        the editing modes (imagen.editing) change where it starts and what the denoiser sees, then run it.
-        The noise is drawn in the same order as `sample` draws it: x_T first, then the SR augmentation noise."""
-        defaults, options = self.config.sampler, self.resolve_options(options)
+        """Everything `sample` does before the sampler runs, as a `SamplingRun` (arguments as for `sample`,
+        `options` resolved: `SamplingOptions.resolved`): the editing modes (imagen.editing) change where it
+        starts and what the denoiser sees, then run it. The noise is drawn in the same order as `sample` draws
+        it: x_T first, then the SR augmentation noise."""
+        if not options.is_resolved:
+            raise ValueError("Stage.prepare takes resolved options: options.resolved(stage.config)")
+        defaults = self.config.sampler
         batch = text_embeds.shape[0] if text_embeds is not None else lowres.shape[0]
         device = next(self.net.parameters()).device
         size = self.resolution
@@ -204,21 +174,10 @@ class SamplingRun:
         return images.clamp(-1.0, 1.0)
 
 
-def _check_options(options: SamplingOptions) -> None:
-    def choice(value, valid, what):
-        if value not in valid:
-            raise ValueError(f"unknown {what} {value!r}; valid: {', '.join(valid)}")
+class StageEdit(Protocol):
+    """What an image edit (imagen.editing.image_edit.ImageEdit) does for each stage of a run: how many network
+    evaluations a batch of the stage takes (for progress), and the batch's edited images from its prepared run."""
 
-    choice(options.sampler, SAMPLERS, "sampler")
-    choice(options.thresholding, THRESHOLDING_MODES, "thresholding")
-    choice(options.time_grid, TIME_GRIDS, "time grid")
-    steps = options.num_steps
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"number of sampling steps must be an integer >= 1, got {steps!r}")
-    if not 0.0 < options.dynamic_percentile <= 1.0:
-        raise ValueError(f"dynamic thresholding percentile must be in (0, 1], got {options.dynamic_percentile}")
-    if options.aug_level is not None and not 0.0 <= options.aug_level <= 1.0:
-        raise ValueError(f"augmentation level must be in [0, 1], got {options.aug_level}")
-    scale = options.guidance_scale
-    if not callable(scale) and not (isinstance(scale, (int, float)) and math.isfinite(scale)):
-        raise ValueError(f"guidance scale must be a finite number (or a function of t), got {scale!r}")
+    def num_steps(self, name: str, stage: Stage, options: SamplingOptions) -> int: ...
+
+    def sample(self, name: str, stage: Stage, run: SamplingRun, callback: Callable | None = None) -> torch.Tensor: ...

@@ -24,7 +24,7 @@ from configs.schema import TextEncoderConfig
 
 EMBEDDED = "embedded"
 EMBEDDED_DIR = Path(__file__).parent / "assets" / "t5-embedded"
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}  # configs.PRECISIONS
 _HASHED_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                  "added_tokens.json", "spiece.model")
 _FINGERPRINT_BYTES = 1 << 20  # weights are fingerprinted by size + first and last MiB, not read whole
@@ -122,6 +122,16 @@ class T5TextEncoder:
             raise ValueError(f"caption {texts[longest]!r} is {int(mask[longest].sum())} tokens, over max_length "
                              f"{self.max_length}: shorten it, raise max_length, or allow truncation")
         return ids.to(self.device), mask.to(self.device)
+
+    def unknown_words(self, text: str) -> list[str]:
+        """The words of `text` missing from the vocabulary: spelled with several pieces, or the unknown token.
+        With the embedded encoder (a vocabulary of the shapes captions' words) such a word carries no meaning."""
+        unknown = []
+        for word in text.split():
+            pieces = self.tokenizer(word, add_special_tokens=False)["input_ids"]
+            if len(pieces) != 1 or pieces[0] == self.tokenizer.unk_token_id:
+                unknown.append(word)
+        return unknown
 
     @torch.no_grad()  # not inference_mode: the outputs feed U-Nets that are trained
     def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:

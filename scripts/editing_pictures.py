@@ -45,29 +45,31 @@ def main() -> None:
     cell = max(128, min(size, 512))  # full-size 1024 px cells make multi-megabyte strips: half size
     run = {"progress": False}
 
-    variations = pipe.img2img(CIRCLE, scene, strength=0.7, seed=0, num_images_per_prompt=4, **run)
+    variations = pipe.img2img(CIRCLE, scene, strength=0.7, seed=0, num_images_per_prompt=4, **run).images
     save(labelled_grid([scene, *variations], ["input", *(f"strength 0.7, seed {i}" for i in range(4))],
                        cell=cell), args.out / "editing-variations.png")
 
     mask = Image.new("L", (size, size), 0)
     mask.paste(255, (size // 4, size // 4, 3 * size // 4, 3 * size // 4))
     prompt = "a small yellow triangle at the center on a blue background"
-    plain = pipe.inpaint(prompt, scene, mask, seed=0, num_images_per_prompt=3, **run)
-    repaint = pipe.inpaint(prompt, scene, mask, resample_steps=3, seed=0, num_images_per_prompt=3, **run)
+    plain = pipe.inpaint(prompt, scene, mask, seed=0, num_images_per_prompt=3, **run).images
+    repaint = pipe.inpaint(prompt, scene, mask, resample_steps=3, seed=0, num_images_per_prompt=3,
+                           **run).images
     labels = ["input", *(f"seed {i}" for i in range(3)), "mask (white = regenerate)",
               *(f"RePaint U=3, seed {i}" for i in range(3))]
     save(labelled_grid([scene, *plain, mask.convert("RGB"), *repaint], labels, columns=4, cell=cell),
          args.out / "editing-inpaint.png")
 
     narrow = scene.crop((size // 4, 0, 3 * size // 4, size))
-    wide = pipe.outpaint(CIRCLE, narrow, (size // 4, 0, size // 4, 0), seed=0, num_images_per_prompt=3, **run)
+    wide = pipe.outpaint(CIRCLE, narrow, (size // 4, 0, size // 4, 0), seed=0, num_images_per_prompt=3,
+                         **run).images
     padded = Image.new("RGB", (size, size), "white")
     padded.paste(narrow, (size // 4, 0))
     save(labelled_grid([padded, *wide], ["input (the middle half)", *(f"seed {i}" for i in range(3))], cell=cell),
          args.out / "editing-outpaint.png")
 
     frames = pipe.interpolate(CIRCLE, "a large green square at the center on a white background", seed=0,
-                              to_seed=1, frames=6, **run)
+                              to_seed=1, frames=6, **run).images
     strip_cell = min(cell, 256)  # a strip of frames, not a full-size picture: 256 px keeps the files small
     save(labelled_grid(frames, [f"u = {k / 5:.1f}" for k in range(6)], cell=strip_cell),
          args.out / "editing-interpolation.png")
@@ -79,7 +81,7 @@ def main() -> None:
     upscale_picture(pipe, args.out / "upscale.png")
 
     scales = [0.0, 0.5, 1.0, 1.5]
-    diffs = pipe.text_diff(CIRCLE, CIRCLE, CIRCLE.replace("red", "yellow"), scales, seed=2, **run)
+    diffs = pipe.text_diff(CIRCLE, CIRCLE, CIRCLE.replace("red", "yellow"), scales, seed=2, **run).images
     save(labelled_grid(diffs, [f"scale {s:g}" for s in scales], cell=strip_cell), args.out / "editing-text-diff.png")
 
 
@@ -90,7 +92,7 @@ def upscale_picture(pipe: Imagen, path: Path) -> None:
     scene = parse_caption(caption)
     low = render(scene, pipe.stages["base"].resolution)
     size = list(pipe.stages.values())[-1].resolution
-    ours = pipe.upscale(caption, low, seed=0, progress=False)[0]
+    ours = pipe.upscale(caption, low, seed=0, progress=False).images[0]
     panels = [low.resize((size, size), Image.Resampling.NEAREST), low.resize((size, size), Image.Resampling.BICUBIC),
               ours, render(scene, size)]
     x0, y0, _, y1 = object_box(scene.objects[0], size)

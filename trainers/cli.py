@@ -19,8 +19,9 @@ EPILOG = """examples:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="imagen-train", description=__doc__, epilog=EPILOG,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    from imagen.cli.common import Parser
+
+    parser = Parser(prog="imagen-train", description=__doc__, epilog=EPILOG)
     parser.add_argument("--config", help=f"preset name ({', '.join(preset_names())}) or a .toml/.json config file; "
                                          "optional with --resume (the run's own config is used)")
     parser.add_argument("--output", required=True, type=Path,

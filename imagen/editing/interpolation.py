@@ -6,7 +6,7 @@ each stays a plausible Gaussian sample; the text condition is the linear interpo
 token embeddings (padded to one length, masks OR-ed). The first frame is exactly the plain sample of prompt A
 at seed A, the last of prompt B at seed B.
 
-    frames = pipe.interpolate("a red circle ...", "a green square ...", seed=0, to_seed=1, frames=8)
+    frames = pipe.interpolate("a red circle ...", "a green square ...", seed=0, to_seed=1, frames=8).images
     write strip(frames) as PNG, gif_bytes(frames) as an animated GIF
 """
 
@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 from PIL import Image
 
+from ..output import ImagenOutput, check_output_type
 from .conditioning import lerp_text, sample_texts
 
 
@@ -76,32 +77,31 @@ def weights(frames: int) -> list[float]:
 
 
 def interpolate(pipe, prompt: str, to_prompt: str | None = None, *, seed: int = 0, to_seed: int | None = None,
-                frames: int = 8, negative_prompt: str | None = None, output_type: str = "pil",
-                max_batch_size: int | None = None, progress: bool = True,
-                **sampling: Any) -> list[Image.Image] | torch.Tensor:
+                frames: int = 8, output_type: str = "pil", return_all_stages: bool = False,
+                **kwargs: Any) -> ImagenOutput:
     """`frames` images from (prompt, seed) to (to_prompt, to_seed) (each defaults to its start: interpolate
-    prompts at one seed, or seeds for one prompt). `sampling`: the per-stage options of `Imagen.generate`
-    (guidance_scale, num_steps, sampler, ..., stop_at_stage). Returns the final stage's frames as PIL images
-    or a tensor (N, 3, R, R) in [-1, 1]; the first and last are the plain samples of each end."""
-    from ..images import to_pil
-
-    if output_type not in ("pil", "tensor"):
-        raise ValueError(f"output_type must be 'pil' or 'tensor', got {output_type!r}")
+    prompts at one seed, or seeds for one prompt). `kwargs`: those of `Imagen.request` (negative_prompt,
+    max_batch_size, progress and the per-stage options). Returns an `ImagenOutput` of the frames; the first and
+    last are the plain samples of each end."""
+    check_output_type(output_type)
     to_prompt = prompt if to_prompt is None else to_prompt
     to_seed = seed if to_seed is None else to_seed
     for text in (prompt, to_prompt):
         if not isinstance(text, str) or not text.strip():
             raise ValueError("interpolation prompts must be non-empty strings")
     us = weights(frames)
-    options = pipe.sampling_options(**sampling)
+    labels = [prompt if u == 0 else to_prompt if u == 1 else f"{prompt} -> {to_prompt} (u={u:.3f})" for u in us]
+    request = pipe.request(labels, seed=int(seed), **kwargs)
+    request = replace(request, seeds=[SlerpSeeds(int(seed), int(to_seed), u) for u in us])
     start, end = pipe.encode_prompts([prompt]), pipe.encode_prompts([to_prompt])
-    texts = [lerp_text(start, end, u) for u in us]
-    seeds = [SlerpSeeds(int(seed), int(to_seed), u) for u in us]
-    negative = None if negative_prompt is None else pipe.encode_prompts([negative_prompt])
-    outputs = sample_texts(pipe, texts, seeds, alone=[u in (0.0, 1.0) for u in us], options=options,
-                           negative=negative, max_batch_size=max_batch_size, progress=progress)
-    final = list(outputs.values())[-1]
-    return to_pil(final) if output_type == "pil" else final
+    negative = None if request.negative_prompts is None else pipe.encode_prompts(request.negative_prompts[:1])
+    outputs = sample_texts(pipe, [lerp_text(start, end, u) for u in us], request.seeds,
+                           alone=[u in (0.0, 1.0) for u in us], options=request.options, negative=negative,
+                           max_batch_size=request.max_batch_size, progress=request.progress)
+    extras = [{"seed": seed if u < 1 else to_seed, "interpolation": {
+        "from": {"prompt": prompt, "seed": seed}, "to": {"prompt": to_prompt, "seed": to_seed}, "u": u, "frame": k}}
+        for k, u in enumerate(us)]
+    return request.output(outputs, output_type, return_all_stages, extras)
 
 
 def strip(images: Sequence[Image.Image], gap: int = 0) -> Image.Image:

@@ -13,13 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import NoReturn
 
 from PIL import Image
 
+from imagen.cli.common import Parser, UsageError, run_main
 from imagen.eval.compliance import ATTRIBUTES, Judgement, analyze, summarize
 from imagen.eval.sharpness import compare_to_bicubic, sharpness
 from imagen.eval.sources import Item, SourceError, collect
@@ -30,13 +29,8 @@ PROG = "imagen-eval"
 COLUMNS = (*ATTRIBUTES, "overall", "object_found")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:  # one line, no usage dump
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = Parser(
         prog=PROG,
         description="Caption compliance of shapes images, judged on the pixels (no learned classifier): "
                     "background colour, object colour, position, shape and size, per attribute and overall, "
@@ -130,26 +124,21 @@ def _write_json(path: Path, payload: dict) -> None:
     atomic_write(path, json.dumps(payload, indent=2) + "\n")
 
 
-def _fail(message: str) -> int:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
-    return 2
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the evaluation CLI; returns the exit status (0 ok, 2 user error)."""
-    args = build_parser().parse_args(argv)
+    return run_main(build_parser(), _evaluate, argv, errors=(UsageError, SourceError))
+
+
+def _evaluate(args: argparse.Namespace) -> int:
     if args.low_res is not None and not args.low_res.is_dir():
-        return _fail(f"--low-res: not a directory: {args.low_res}")
+        raise UsageError(f"--low-res: not a directory: {args.low_res}")
     if args.json is not None and not (args.json.parent if str(args.json.parent) else Path(".")).is_dir():
-        return _fail(f"--json: directory does not exist: {args.json.parent}")
-    try:
-        items = collect(args.source, recursive=args.recursive)
-    except SourceError as error:
-        return _fail(str(error))
+        raise UsageError(f"--json: directory does not exist: {args.json.parent}")
+    items = collect(args.source, recursive=args.recursive)
     records, judgements, skipped = _judge_items(items, args.low_res)
     if not judgements:
         reasons = ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in skipped.items())
-        return _fail(f"no image with a shapes caption among {len(items)} in {args.source} ({reasons})")
+        raise UsageError(f"no image with a shapes caption among {len(items)} in {args.source} ({reasons})")
     by_resolution: dict[int, list[Judgement]] = defaultdict(list)
     for record, judgement in zip(records, judgements, strict=True):
         by_resolution[record["resolution"]].append(judgement)

@@ -17,7 +17,7 @@ from configs import SamplerConfig
 from . import ddim, ddpm, dpm_solver
 from .timesteps import TIME_GRIDS, time_grid
 
-SAMPLERS: dict[str, Callable] = {
+SAMPLERS: dict[str, Callable] = {  # keys: configs.SAMPLER_NAMES
     "ddpm": ddpm.sample,
     "ddim": ddim.sample,
     "dpm++": dpm_solver.sample,

@@ -4,12 +4,11 @@ N network calls."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
 from ..schedules import Schedule
-
-TIME_GRIDS = ("uniform", "logsnr", "karras")
 
 
 def uniform_t(num_steps: int) -> torch.Tensor:
@@ -52,13 +51,16 @@ def _ending_at_zero(levels: torch.Tensor) -> torch.Tensor:
     return torch.cat([t, t.new_zeros(1)])
 
 
+TIME_GRIDS: dict[str, Callable[[int, Schedule], torch.Tensor]] = {  # keys: configs.TIME_GRID_NAMES
+    "uniform": lambda num_steps, schedule: uniform_t(num_steps),
+    "logsnr": uniform_log_snr,
+    "karras": karras,
+}
+
+
 def time_grid(kind: str, num_steps: int, schedule: Schedule) -> torch.Tensor:
     if num_steps < 1:
         raise ValueError(f"number of sampling steps must be >= 1, got {num_steps}")
-    if kind == "uniform":
-        return uniform_t(num_steps)
-    if kind == "logsnr":
-        return uniform_log_snr(num_steps, schedule)
-    if kind == "karras":
-        return karras(num_steps, schedule)
-    raise ValueError(f"unknown time grid {kind!r}; valid: {', '.join(TIME_GRIDS)}")
+    if kind not in TIME_GRIDS:
+        raise ValueError(f"unknown time grid {kind!r}; valid: {', '.join(TIME_GRIDS)}")
+    return TIME_GRIDS[kind](num_steps, schedule)

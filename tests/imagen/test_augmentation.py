@@ -9,9 +9,10 @@ import torch
 import imagen.stage
 from configs import ScheduleConfig
 from imagen.augmentation import fixed_levels, noise_augment, training_levels
+from imagen.options import SamplingOptions
 from imagen.resize import upsample
 from imagen.schedules import Schedule
-from imagen.stage import SamplingOptions, draw_training_noise
+from imagen.stage import draw_training_noise
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -102,12 +103,12 @@ def test_one_function_augments_in_training_and_in_sampling(tiny_pipe, spy):
 
 
 def test_pipeline_augments_each_sr_stage_at_its_own_level(tiny_pipe, spy):
-    out = tiny_pipe.generate(["a red circle"], aug_level=[0.05, 0.3], num_steps=2, guidance_scale=1.0,
+    out = tiny_pipe.generate(["a red circle"], aug_level=[0.05, 0.3], num_inference_steps=2, guidance_scale=1.0,
                              progress=False)
     assert [float(c["level"][0]) for c in spy] == pytest.approx([0.05, 0.3])
     # sr1 augments the upsampled base output, sr2 the upsampled sr1 output
     torch.testing.assert_close(spy[0]["lowres"], upsample(out["base"], 32))
     torch.testing.assert_close(spy[1]["lowres"], upsample(out["sr1"], 64))
-    tiny_pipe.generate(["a red circle"], num_steps=2, guidance_scale=1.0, progress=False)
+    tiny_pipe.generate(["a red circle"], num_inference_steps=2, guidance_scale=1.0, progress=False)
     defaults = [tiny_pipe.config.sr1.noise_aug.sample_level, tiny_pipe.config.sr2.noise_aug.sample_level]
     assert [float(c["level"][0]) for c in spy[2:]] == pytest.approx(defaults)

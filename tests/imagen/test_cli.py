@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from imagen import cli
+from imagen.cli.common import MIN_GRID_CELL
 from imagen.eval.sources import png_prompt
-from imagen.samplers import SAMPLERS, TIME_GRIDS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -21,18 +21,14 @@ def _pixels(path):
     return np.asarray(Image.open(path).convert("RGB"), dtype=np.int16)
 
 
-def test_choices_match_the_library():
-    assert set(cli.SAMPLER_CHOICES) == set(SAMPLERS)
-    assert set(cli.TIME_GRID_CHOICES) == set(TIME_GRIDS)
-
-
 def test_help_explains_every_flag(capsys):
     assert cli.main(["--help"]) == 0
     text = capsys.readouterr().out
     for flag in ("--model", "--prompt", "--prompts-file", "--guidance-scale", "--steps", "--sampler",
                  "--thresholding", "--dynamic-percentile", "--aug-level", "--seed", "--num-images",
                  "--stop-at-stage", "--out", "--grid", "--negative-prompt", "--device", "--time-grid",
-                 "--max-batch-size", "--sweep", "--all-stages", "--dtype", "--upscale"):
+                 "--max-batch-size", "--sweep", "--all-stages", "--dtype", "--upscale", "--overwrite", "--quiet",
+                 "--version"):
         assert flag in text, flag
     assert "exit status" in text.lower()
 
@@ -111,7 +107,7 @@ def test_grid_is_labelled_and_can_be_the_only_output(sample_cli, tmp_path):
                                 "--stop-at-stage", 1, "--out", out)
     assert status == 0, err
     grid = Image.open(out / "grid.png")
-    cell = cli.MIN_GRID_CELL  # 16 px images are shown at 128 px
+    cell = MIN_GRID_CELL  # 16 px images are shown at 128 px
     assert 2 * cell < grid.width < 3 * cell and grid.height > 2 * cell  # 2 x 2, captions under each image
     white = (np.asarray(grid.convert("L")) == 255).mean()
     assert white < 0.5  # images, not an empty canvas
@@ -127,7 +123,7 @@ def test_sweep_renders_a_labelled_rows_by_columns_grid(sample_cli, tmp_path):
                                      "aug-level=0,0.5", "guidance-scale@sr1=1,3,8")
     assert status == 0, err
     grid = Image.open(out / "sweep.png")
-    cell = cli.MIN_GRID_CELL  # 32 px images shown at 128 px: 2 rows x 3 columns plus titles
+    cell = MIN_GRID_CELL  # 32 px images shown at 128 px: 2 rows x 3 columns plus titles
     assert 3 * cell < grid.width < 4 * cell + 100 and 2 * cell < grid.height < 3 * cell
     cells = sorted(out.glob("sweep_*.png"))
     assert len(cells) == 6
@@ -148,12 +144,14 @@ def test_one_axis_sweep_is_one_row(sample_cli, tmp_path):
                                 "guidance-scale=1,5")
     assert status == 0, err
     grid = Image.open(tmp_path / "s.png")
-    assert grid.width > 2 * cli.MIN_GRID_CELL and grid.height < 2 * cli.MIN_GRID_CELL
+    assert grid.width > 2 * MIN_GRID_CELL and grid.height < 2 * MIN_GRID_CELL
 
 
 @pytest.mark.parametrize("args, match", [
     (["--prompt", "x", "--sampler", "euler"], "invalid choice: 'euler'"),
-    (["--prompt", "x", "--steps", 2, 2], "num_steps has 2 values but this model has 3 stages"),
+    (["--prompt", "x", "--steps", 2, 2], "num_inference_steps has 2 values but this call runs 3 stage"),
+    (["--prompt", "x", "--steps", 2, 2, 2, "--stop-at-stage", 2], "has 3 values but this call runs 2 stage"),
+    (["--prompt", "x", "--seed", "lucky"], "--seed must be an integer or 'random'"),
     (["--prompt", "x", "--guidance-scale", 1, 2, 3, 4], "guidance_scale has 4 values"),
     (["--prompt", "x", "--aug-level", 2.0], r"augmentation level must be in \[0, 1\]"),
     (["--prompts-file", "/nonexistent/prompts.txt"], "cannot read --prompts-file"),
@@ -195,3 +193,53 @@ def test_unavailable_gpu_is_a_user_error(sample_cli):
         pytest.skip("a CUDA GPU is present")
     status, _, err = sample_cli("--prompt", "x", "--device", "cuda")
     assert status == 2 and "no CUDA GPU" in err and err.count("\n") == 1
+
+
+def test_version(capsys):
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith("imagen-sample ")
+
+
+def test_reruns_never_overwrite_silently(sample_cli, tmp_path):
+    out = tmp_path / "out"
+    for seed in (0, 1):
+        status, _, err = sample_cli("--prompt", PROMPT, "--stop-at-stage", 1, "--grid", "--seed", seed, "--out", out)
+        assert status == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["000.png", "001.png", "grid-2.png", "grid.png"]
+    assert json.loads(Image.open(out / "001.png").text["settings"])["seed"] == 1
+    status, _, err = sample_cli("--prompt", PROMPT, "--stop-at-stage", 1, "--seed", 5, "--overwrite", "--out", out)
+    assert status == 0, err
+    assert json.loads(Image.open(out / "000.png").text["settings"])["seed"] == 5
+    single = tmp_path / "one.png"
+    assert sample_cli("--prompt", PROMPT, "--stop-at-stage", 1, "--out", single)[0] == 0
+    before = single.read_bytes()
+    status, _, err = sample_cli("--prompt", PROMPT, "--stop-at-stage", 1, "--seed", 3, "--out", single)
+    assert status == 2 and "already exists: add --overwrite" in err and single.read_bytes() == before
+    assert sample_cli("--prompt", PROMPT, "--stop-at-stage", 1, "--seed", 3, "--overwrite", "--out", single)[0] == 0
+    assert single.read_bytes() != before
+
+
+def test_output_problems_are_found_before_the_model_loads(sample_cli, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    # the model does not exist either: the output path is checked first
+    args = ("--model", tmp_path / "missing-model", "--prompt", PROMPT)
+    status, _, err = sample_cli(*args, "--out", blocker, model=False)
+    assert status == 2 and err.count("\n") == 1 and f"--out '{blocker}' is a file: give a directory" in err
+    status, _, err = sample_cli(*args, "--out", blocker / "sub", model=False)
+    assert status == 2 and "cannot create the output directory" in err and ".tmp" not in err
+    status, _, err = sample_cli(*args, "--out", tmp_path, model=False)
+    assert status == 2 and "no model" in err  # a good output path: then the model is the problem
+
+
+def test_quiet_random_seed_and_unknown_words(sample_cli, tmp_path):
+    status, stdout, err = sample_cli("--prompt", PROMPT, "--stop-at-stage", 1, "--quiet", "--out", tmp_path / "q")
+    assert status == 0 and stdout == "" and err == ""
+    status, _, err = sample_cli("--prompt", PROMPT, "--stop-at-stage", 1, "--seed", "random", "--out", tmp_path / "r")
+    assert status == 0, err
+    seed = int(err.split("seed ")[1].split()[0])
+    assert json.loads(Image.open(tmp_path / "r" / "000.png").text["settings"])["seed"] == seed
+    status, _, err = sample_cli("--prompt", "an astronaut riding a horse", "--stop-at-stage", 1,
+                                "--out", tmp_path / "a")
+    notes = [line for line in err.splitlines() if "note:" in line]
+    assert status == 0 and len(notes) == 1 and "unknown to the embedded text encoder" in notes[0]

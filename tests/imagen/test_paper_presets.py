@@ -25,7 +25,8 @@ def paper_cascade():
 @pytest.mark.parametrize("grid", ["uniform", "logsnr", "karras"])
 def test_every_stage_samples_with_every_sampler_and_grid(paper_cascade, sampler, grid):
     assert paper_cascade.stages["sr2"].config.schedule.kind == "linear"
-    out = paper_cascade.generate(["a red circle"], num_steps=2, sampler=sampler, time_grid=grid, progress=False)
+    out = paper_cascade.generate(["a red circle"], num_inference_steps=2, sampler=sampler, time_grid=grid,
+                                 progress=False)
     assert {name: tuple(images.shape[-2:]) for name, images in out.items()} == \
         {"base": (64, 64), "sr1": (256, 256), "sr2": (1024, 1024)}
     assert all(bool(torch.isfinite(images).all()) for images in out.values())

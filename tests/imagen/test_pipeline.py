@@ -74,7 +74,7 @@ def test_thresholding_keeps_every_x0_prediction_in_bounds(tiny_pipe, mode):
             seen.setdefault(mode_, []).append(float(x0.abs().max()))
         return callback
 
-    from imagen.stage import SamplingOptions
+    from imagen.options import SamplingOptions
 
     for mode_ in (mode, "none"):
         options = SamplingOptions(guidance_scale=20.0, num_steps=3, thresholding=mode_)
@@ -123,32 +123,41 @@ def test_aug_level_is_per_sr_stage_and_leaves_the_base_alone(tiny_pipe):
     assert (low["sr1"] - high["sr1"]).abs().max() > 1e-2
     options = tiny_pipe.sampling_options(aug_level=[0.0, 0.3])
     assert (options["base"].aug_level, options["sr1"].aug_level, options["sr2"].aug_level) == (None, 0.0, 0.3)
-    with pytest.raises(ValueError, match="super-resolution stages"):
+    with pytest.raises(ValueError, match="one per super-resolution stage run"):
         tiny_pipe.sampling_options(aug_level=[0.1, 0.2, 0.3])
     with pytest.raises(ValueError, match="augmentation level"):
         tiny_pipe.sampling_options(aug_level=1.5)
 
 
-def test_sampling_options_fill_defaults_and_take_one_value_per_stage_or_per_stage_run(tiny_pipe):
+def test_sampling_options_fill_defaults_and_take_one_value_per_stage_run_or_a_mapping(tiny_pipe):
     options = tiny_pipe.sampling_options()
     config = tiny_pipe.config
     assert options["base"].num_steps == config.base.sampler.num_steps
     assert options["sr1"].guidance_scale == config.sr1.sampler.guidance_scale
     assert options["sr2"].aug_level == config.sr2.noise_aug.sample_level
-    per_stage = tiny_pipe.sampling_options(num_steps=[4, 3, 2], sampler=["ddpm", "ddim", "dpm++"])
+    per_stage = tiny_pipe.sampling_options(num_inference_steps=[4, 3, 2], sampler=["ddpm", "ddim", "dpm++"])
     assert [o.num_steps for o in per_stage.values()] == [4, 3, 2]
     assert [o.sampler for o in per_stage.values()] == ["ddpm", "ddim", "dpm++"]
-    run_two = tiny_pipe.sampling_options(num_steps=[4, 3], stop_at_stage=2)
+    run_two = tiny_pipe.sampling_options(num_inference_steps=[4, 3], stop_at_stage=2)
     assert list(run_two) == ["base", "sr1"] and run_two["sr1"].num_steps == 3
-    with pytest.raises(ValueError, match="num_steps has 2 values but this model has 3 stages"):
-        tiny_pipe.sampling_options(num_steps=[4, 3])
+    # a list counts the stages run, never the model's: three values for a two-stage run is an error
+    with pytest.raises(ValueError, match="num_inference_steps has 3 values but this call runs 2 stage"):
+        tiny_pipe.sampling_options(num_inference_steps=[4, 3, 2], stop_at_stage=2)
+    with pytest.raises(ValueError, match="num_inference_steps has 2 values but this call runs 3 stage"):
+        tiny_pipe.sampling_options(num_inference_steps=[4, 3])
+    mapped = tiny_pipe.sampling_options(num_inference_steps={"sr1": 5, "sr2": 6}, stop_at_stage=2)
+    assert (mapped["base"].num_steps, mapped["sr1"].num_steps) == (config.base.sampler.num_steps, 5)
+    with pytest.raises(ValueError, match="'sr3' is not a stage of this run"):
+        tiny_pipe.sampling_options(guidance_scale={"sr3": 2.0})
+    upscale = tiny_pipe.sampling_options(guidance_scale=[2.0, 3.0], start_at_stage="sr1")
+    assert list(upscale) == ["sr1", "sr2"] and upscale["sr2"].guidance_scale == 3.0
 
 
 @pytest.mark.parametrize("option, good, bad, match", [
     ("sampler", "ddpm", "euler", "unknown sampler 'euler'"),
     ("thresholding", "static", "soft", "unknown thresholding"),
     ("time_grid", "uniform", "cosine", "unknown time grid"),
-    ("num_steps", 2, 0, "steps"),
+    ("num_inference_steps", 2, 0, "steps"),
     ("dynamic_percentile", 0.9, 1.5, "percentile"),
     ("guidance_scale", 1.0, float("nan"), "guidance scale"),
 ])
@@ -163,16 +172,43 @@ def test_bad_options_fail_before_any_sampling(tiny_pipe, option, good, bad, matc
         tiny_pipe.generate([PROMPTS[0]], **{option: [good, good, bad]}, progress=False)
 
 
-def test_call_returns_pil_images_of_the_last_stage_run(tiny_pipe):
-    images = tiny_pipe(PROMPTS[:2], seed=0, stop_at_stage=2, progress=False)
-    assert [type(i) for i in images] == [Image.Image, Image.Image]
-    assert images[0].size == (32, 32) and images[0].mode == "RGB"
-    tensor = tiny_pipe(PROMPTS[:2], seed=0, stop_at_stage=2, progress=False, output_type="tensor")
-    assert tensor.shape == (2, 3, 32, 32)
+def test_call_returns_an_output_with_images_in_the_format_asked(tiny_pipe):
+    import json
+
     import numpy as np
 
-    expected = ((tensor[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
-    assert np.array_equal(np.asarray(images[0]), expected)
+    out = tiny_pipe(prompt=PROMPTS[:2], seed=0, stop_at_stage=2, progress=False)
+    assert [type(i) for i in out.images] == [Image.Image, Image.Image] and out.stage_images is None
+    assert out.images[0].size == (32, 32) and out.images[0].mode == "RGB" and out.seeds == [0, 1]
+    settings = json.loads(out.images[1].info["settings"])
+    assert out.images[1].info["prompt"] == PROMPTS[1] == settings["prompt"]
+    assert settings["seed"] == 1 and settings["stage"] == "sr1" and list(settings["stages"]) == ["base", "sr1"]
+    assert settings == out.settings[1]
+    tensors = tiny_pipe.generate(PROMPTS[:2], seed=0, stop_at_stage=2, progress=False)
+    pt = tiny_pipe(PROMPTS[:2], seed=0, stop_at_stage=2, progress=False, output_type="pt").images
+    torch.testing.assert_close(pt, (tensors["sr1"] + 1) / 2)
+    array = tiny_pipe(PROMPTS[:2], seed=0, stop_at_stage=2, progress=False, output_type="np").images
+    assert array.shape == (2, 32, 32, 3) and array.dtype == np.float32 and 0 <= array.min() <= array.max() <= 1
+    expected = ((tensors["sr1"][0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+    assert np.array_equal(np.asarray(out.images[0]), expected)
+    both = tiny_pipe(PROMPTS[:1], stop_at_stage=2, progress=False, return_all_stages=True)
+    assert [im[0].size for im in both.stage_images.values()] == [(16, 16), (32, 32)]
+    with pytest.raises(ValueError, match="output_type must be one of pil, np, pt"):
+        tiny_pipe(PROMPTS[:1], output_type="tensor", progress=False)
+
+
+def test_diffusers_arguments_generator_and_num_inference_steps(tiny_pipe):
+    kwargs = {"stop_at_stage": 1, "progress": False, "output_type": "pt"}
+    a = tiny_pipe(prompt=PROMPTS[0], num_inference_steps=2, generator=torch.Generator().manual_seed(5), **kwargs)
+    b = tiny_pipe(prompt=PROMPTS[0], num_inference_steps=2, generator=torch.Generator().manual_seed(5), **kwargs)
+    assert torch.equal(a.images, b.images)
+    again = tiny_pipe(prompt=PROMPTS[0], num_inference_steps=2, seed=a.seeds[0], **kwargs)
+    assert torch.equal(a.images, again.images)  # the seed drawn from the generator reproduces the image
+    two = tiny_pipe(prompt=PROMPTS[0], num_images_per_prompt=2, num_inference_steps=2,
+                    generator=[torch.Generator().manual_seed(5), torch.Generator().manual_seed(6)], **kwargs)
+    assert two.seeds[0] == a.seeds[0] and two.seeds[1] != a.seeds[0]
+    with pytest.raises(ValueError, match="seed or generator, not both"):
+        tiny_pipe(prompt=PROMPTS[0], seed=1, generator=torch.Generator(), **kwargs)
 
 
 @pytest.mark.parametrize("prompts", [[], [1, 2]])
@@ -198,21 +234,21 @@ def test_resolve_device():
 
 def test_upscale_runs_the_sr_stages_on_a_given_image_as_the_cascade_does(tiny_pipe):
     full = tiny_pipe.generate([PROMPTS[0]], seed=3, progress=False)
-    up = tiny_pipe.upscale(PROMPTS[0], full["base"][0], seed=3, output_type="tensor", progress=False)
-    torch.testing.assert_close(up, full["sr2"], atol=ATOL, rtol=0)  # same noise: the same final image
-    first = tiny_pipe.upscale(PROMPTS[0], full["base"][0], seed=3, stop_at_stage="sr1", output_type="tensor",
-                              progress=False)
-    torch.testing.assert_close(first, full["sr1"], atol=ATOL, rtol=0)
+    up = tiny_pipe.upscale(PROMPTS[0], full["base"][0], seed=3, output_type="pt", progress=False).images
+    torch.testing.assert_close(up, (full["sr2"] + 1) / 2, atol=ATOL, rtol=0)  # same noise: the same final image
+    first = tiny_pipe.upscale(PROMPTS[0], full["base"][0], seed=3, stop_at_stage="sr1", output_type="pt",
+                              progress=False).images
+    torch.testing.assert_close(first, (full["sr1"] + 1) / 2, atol=ATOL, rtol=0)
 
 
 def test_upscale_takes_per_sr_stage_options_and_resizes_other_sizes_with_a_warning(tiny_pipe):
     image = Image.new("RGB", (40, 40), (200, 30, 30))
     with pytest.warns(UserWarning, match="resizing the 40x40 image to 16x16"):
         out = tiny_pipe.upscale([PROMPTS[0], PROMPTS[1]], image, guidance_scale=[1.0, 2.0], progress=False)
-    assert [im.size for im in out] == [(64, 64), (64, 64)]
+    assert [im.size for im in out.images] == [(64, 64), (64, 64)]
     with pytest.raises(ValueError, match="ends the run before its first stage"):
         tiny_pipe.upscale(PROMPTS[0], image, stop_at_stage=1, progress=False)
-    with pytest.raises(ValueError, match="2 images for 1 prompts"):
+    with pytest.raises(ValueError, match="2 images for 1 images to make"):
         tiny_pipe.upscale(PROMPTS[0], [image, image], progress=False)
 
 

@@ -31,7 +31,7 @@ def test_loads_by_name_offline_and_draws_what_the_caption_asks():
     assert all(p.dtype == torch.float32 for p in pipe.parameters())  # fp16 on disk, fp32 to sample on CPU
     prompts = ["a large red circle at the center on a blue background",
                "a small yellow square at the top left on a black background"]
-    images = pipe(prompts, seed=0, stop_at_stage="base", output_type="tensor", progress=False)
+    images = pipe.generate(prompts, seed=0, stop_at_stage="base", progress=False)["base"]
     assert images.shape == (2, 3, 64, 64)
     from imagen.eval import evaluate
 
@@ -60,7 +60,7 @@ def test_upscaling_a_true_render_beats_bicubic():
     pipe = Imagen.from_pretrained("shapes")
     scene = held_out_scenes(1)[0]
     low, truth = render(scene, 64), render(scene, 256)
-    out = pipe.upscale(scene.caption, low, stop_at_stage="sr1", output_type="tensor", progress=False)[0]
+    out = pipe.upscale(scene.caption, low, stop_at_stage="sr1", output_type="pt", progress=False).images[0] * 2 - 1
     ours = compare_to_truth(out, truth, low)
     bicubic = compare_to_truth(bicubic_upsample(low, (256, 256)), truth, low)
     assert ours["psnr"] > bicubic["psnr"] and ours["psnr_edges"] > bicubic["psnr_edges"]

@@ -1,4 +1,4 @@
-"""imagen-sample's editing and exploring flags (imagen.editing.cli), in process, on the tiny saved cascade."""
+"""imagen-sample's editing and exploring flags (imagen.cli.modes), in process, on the tiny saved cascade."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ OTHER = "a large green square"
 def files(tiny_pipe, tmp_path_factory):
     """An input image (64 px, the tiny cascade's output size), a mask, and broken or odd variants."""
     folder = tmp_path_factory.mktemp("inputs")
-    image = tiny_pipe(["two triangles"], seed=11, progress=False)[0]
+    image = tiny_pipe(["two triangles"], seed=11, progress=False).images[0]
     image.save(folder / "image.png")
     image.convert("P").save(folder / "palette.png")
     image.crop((0, 8, 64, 56)).save(folder / "wide.png")
@@ -55,22 +55,23 @@ def test_strength_zero_writes_the_input_and_records_the_edit(sample_cli, files, 
     assert status == 0, err
     assert (_pixels(tmp_path / "same.png") == _pixels(files / "image.png")).all()
     settings = json.loads(Image.open(tmp_path / "same.png").text["settings"])
-    assert settings["edit"] == {"mode": "img2img", "init_image": str(files / "image.png"), "resample_steps": 1,
+    assert settings["edit"] == {"mode": "img2img", "init_image": str(files / "image.png"),
                                 "strength": {"base": 0.0, "sr1": 0.0, "sr2": 0.0}}
 
 
-def test_upscale_is_strength_zero_for_the_base_and_notes_a_resize(sample_cli, files, tmp_path):
+def test_upscale_equals_strength_zero_for_the_base_and_notes_a_resize(sample_cli, files, tmp_path):
     status, _, err = sample_cli("--prompt", PROMPT, "--upscale", files / "image.png", "--seed", 2,
                                 "--out", tmp_path / "up.png")
     assert status == 0, err
-    assert "resized to 16x16" in err  # the tiny cascade's base makes 16 px images
+    notes = [line for line in err.splitlines() if "note:" in line]
+    assert len(notes) == 1 and "resizing the 64x64 image to 16x16" in notes[0]  # the tiny base makes 16 px images
     status, _, err = sample_cli("--prompt", PROMPT, "--init-image", files / "image.png", "--strength", 0, 1, 1,
                                 "--seed", 2, "--out", tmp_path / "init.png")
     assert status == 0, err
     assert (_pixels(tmp_path / "up.png") == _pixels(tmp_path / "init.png")).all()
     settings = json.loads(Image.open(tmp_path / "up.png").text["settings"])
-    assert settings["edit"]["mode"] == "upscale"
-    assert settings["edit"]["strength"] == {"base": 0.0, "sr1": 1.0, "sr2": 1.0}
+    assert settings["edit"] == {"mode": "upscale", "upscale": str(files / "image.png")}
+    assert list(settings["stages"]) == ["sr1", "sr2"]
 
 
 def test_variations_grid(sample_cli, files, tmp_path):
@@ -155,7 +156,7 @@ def test_interpolation_to_one_png_and_text_diff(sample_cli, tmp_path):
     (["--init-image", "image.png", "--outpaint", "1", "0", "0", "0", "--mask", "mask.png"], "drop --mask"),
     (["--init-image", "image.png", "--text-diff", "a", "b"], "separate modes"),
     (["--upscale", "image.png", "--strength", "0"], "--upscale runs the super-resolution stages on the image as it is"),
-    (["--upscale", "image.png", "--stop-at-stage", "1"], "--upscale needs a super-resolution stage"),
+    (["--upscale", "image.png", "--stop-at-stage", "1"], "--upscale runs the super-resolution stages: stop_at_stage 1"),
     (["--upscale", "junk.png"], "cannot read --upscale"),
     (["--interpolate-to", OTHER, "--frames", "1"], "--frames must be >= 2"),
     (["--interpolate-to", OTHER, "--num-images", "2"], "exactly one --prompt"),

@@ -50,10 +50,10 @@ def test_noised_start_is_the_forward_process_and_pure_noise_at_t_1():
 def test_strength_zero_returns_the_input_exactly(tiny_pipe, init):
     from imagen.images import to_pil
 
-    out = tiny_pipe.img2img(PROMPT, init, strength=0.0, seed=5, output_type="tensor", progress=False)
-    assert torch.equal(out[0], init)
+    out = tiny_pipe.img2img(PROMPT, init, strength=0.0, seed=5, output_type="pt", progress=False).images
+    assert torch.equal(out[0], unit(init))
     image = to_pil(init[None])[0]
-    pil = tiny_pipe.img2img(PROMPT, image, strength=0.0, seed=5, progress=False)[0]
+    pil = tiny_pipe.img2img(PROMPT, image, strength=0.0, seed=5, progress=False).images[0]
     assert np.array_equal(np.asarray(pil), np.asarray(image))
 
 
@@ -65,11 +65,11 @@ def test_strength_one_is_plain_sampling_from_the_same_seed(tiny_pipe, init):
 
 
 def test_more_strength_moves_further_from_the_input_and_seeds_give_variations(tiny_pipe, init):
-    kwargs = {"seed": 2, "output_type": "tensor", "progress": False, "num_steps": [5, 3, 3]}
-    near = tiny_pipe.img2img(PROMPT, init, strength=0.1, **kwargs)[0]
-    far = tiny_pipe.img2img(PROMPT, init, strength=0.9, **kwargs)[0]
-    assert 0 < (near - init).abs().mean() < (far - init).abs().mean()
-    variations = tiny_pipe.img2img(PROMPT, init, strength=0.9, num_images_per_prompt=2, **kwargs)
+    kwargs = {"seed": 2, "output_type": "pt", "progress": False, "num_inference_steps": [5, 3, 3]}
+    near = tiny_pipe.img2img(PROMPT, init, strength=0.1, **kwargs).images[0]
+    far = tiny_pipe.img2img(PROMPT, init, strength=0.9, **kwargs).images[0]
+    assert 0 < (near - unit(init)).abs().mean() < (far - unit(init)).abs().mean()
+    variations = tiny_pipe.img2img(PROMPT, init, strength=0.9, num_images_per_prompt=2, **kwargs).images
     torch.testing.assert_close(variations[0], far, atol=1e-4, rtol=0)  # batched: within rounding
     assert (variations[0] - variations[1]).abs().max() > 1e-2
 
@@ -82,9 +82,10 @@ def test_strength_is_per_stage_and_each_stage_edits_the_image_at_its_resolution(
     assert torch.equal(out["base"][0], resize_image(init[None], 16)[0])
     assert torch.equal(out["sr2"][0], init)
     assert (out["sr1"][0] - resize_image(init[None], 32)[0]).abs().max() > 1e-2
-    per_stage = tiny_pipe.img2img(PROMPT, init, strength=[0.0, 1.0, 0.0], seed=1, output_type="tensor",
+    per_stage = tiny_pipe.img2img(PROMPT, init, strength=[0.0, 1.0, 0.0], seed=1, output_type="pt",
                                   progress=False)
-    assert torch.equal(per_stage[0], init)
+    assert torch.equal(per_stage.images[0], unit(init))
+    assert per_stage.settings[0]["edit"] == {"mode": "img2img", "strength": {"base": 0.0, "sr1": 1.0, "sr2": 0.0}}
     with pytest.raises(ValueError, match="strength has 2 values"):
         tiny_pipe.img2img(PROMPT, init, strength=[0.1, 0.2], progress=False)
     with pytest.raises(ValueError, match="strength"):
@@ -94,5 +95,10 @@ def test_strength_is_per_stage_and_each_stage_edits_the_image_at_its_resolution(
 def test_stop_at_stage_edits_the_image_downsampled_to_the_last_stage_run(tiny_pipe, init):
     from imagen.editing.images import resize_image
 
-    out = tiny_pipe.img2img(PROMPT, init, strength=0.0, stop_at_stage=1, output_type="tensor", progress=False)
-    assert torch.equal(out[0], resize_image(init[None], 16)[0])
+    out = tiny_pipe.img2img(PROMPT, init, strength=0.0, stop_at_stage=1, output_type="pt", progress=False).images
+    assert torch.equal(out[0], unit(resize_image(init[None], 16)[0]))
+
+
+def unit(image: torch.Tensor) -> torch.Tensor:
+    """An image in [-1, 1] as output_type="pt" returns it, in [0, 1]."""
+    return (image.clamp(-1, 1) + 1) / 2

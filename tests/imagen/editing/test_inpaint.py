@@ -121,34 +121,34 @@ def test_inpainting_through_pil_keeps_the_unmasked_pixels_exactly(tiny_pipe, ini
 
     image = to_pil(init[None])[0]
     mask_image = Image.fromarray((mask.numpy() * 255).astype(np.uint8))
-    out = np.asarray(tiny_pipe.inpaint(PROMPT, image, mask_image, seed=0, progress=False)[0]).astype(int)
+    out = np.asarray(tiny_pipe.inpaint(PROMPT, image, mask_image, seed=0, progress=False).images[0]).astype(int)
     keep = mask.numpy() == 0
     assert (out[keep] == np.asarray(image)[keep]).all()
     assert np.abs(out[~keep] - np.asarray(image)[~keep]).mean() > 5
 
 
 def test_an_all_white_mask_is_plain_sampling_with_a_deterministic_sampler(tiny_pipe, init):
-    plain = tiny_pipe(PROMPT, seed=6, sampler="dpm++", output_type="tensor", progress=False)
-    out = tiny_pipe.inpaint(PROMPT, init, torch.ones(64, 64), seed=6, sampler="dpm++", output_type="tensor",
-                            progress=False)
+    plain = tiny_pipe(PROMPT, seed=6, sampler="dpm++", output_type="pt", progress=False).images
+    out = tiny_pipe.inpaint(PROMPT, init, torch.ones(64, 64), seed=6, sampler="dpm++", output_type="pt",
+                            progress=False).images
     assert torch.equal(out, plain)
 
 
 def test_inpainting_with_strength_starts_the_masked_part_from_the_noised_original(tiny_pipe, init, mask):
-    out = tiny_pipe.inpaint(PROMPT, init, mask, strength=0.0, output_type="tensor", progress=False)
-    assert torch.equal(out[0], init)
-    low = tiny_pipe.inpaint(PROMPT, init, mask, strength=0.2, num_steps=[5, 3, 3], output_type="tensor",
-                            progress=False)
-    full = tiny_pipe.inpaint(PROMPT, init, mask, strength=1.0, num_steps=[5, 3, 3], output_type="tensor",
-                             progress=False)
-    assert (low[0] - init).abs().mean() < (full[0] - init).abs().mean()
+    kwargs = {"output_type": "pt", "progress": False}
+    out = tiny_pipe.inpaint(PROMPT, init, mask, strength=0.0, **kwargs).images
+    original = (init.clamp(-1, 1) + 1) / 2
+    assert torch.equal(out[0], original)
+    low = tiny_pipe.inpaint(PROMPT, init, mask, strength=0.2, num_inference_steps=[5, 3, 3], **kwargs).images
+    full = tiny_pipe.inpaint(PROMPT, init, mask, strength=1.0, num_inference_steps=[5, 3, 3], **kwargs).images
+    assert (low[0] - original).abs().mean() < (full[0] - original).abs().mean()
 
 
 def test_outpainting_keeps_the_content_and_fills_the_border(tiny_pipe, init):
     from imagen.images import to_pil
 
     content = to_pil(init[None])[0].crop((0, 8, 64, 56))  # 64 x 48
-    out = np.asarray(tiny_pipe.outpaint(PROMPT, content, (0, 8, 0, 8), seed=0, progress=False)[0]).astype(int)
+    out = np.asarray(tiny_pipe.outpaint(PROMPT, content, (0, 8, 0, 8), seed=0, progress=False).images[0]).astype(int)
     assert out.shape == (64, 64, 3)
     assert (out[8:56] == np.asarray(content)).all()
     assert out[:8].std() > 1  # the border was generated, not left a flat fill
@@ -167,4 +167,4 @@ def test_bad_inputs_give_one_clear_error(tiny_pipe, init, mask, tmp_path):
     with pytest.raises(ValueError, match="cannot read the mask"):
         tiny_pipe.inpaint(PROMPT, init, tmp_path / "mask.png", progress=False)
     with pytest.raises(ValueError, match="output_type"):
-        tiny_pipe.inpaint(PROMPT, init, mask, output_type="numpy", progress=False)
+        tiny_pipe.inpaint(PROMPT, init, mask, output_type="tensor", progress=False)

@@ -62,11 +62,11 @@ def test_text_interpolation_pads_ors_masks_and_is_exact_at_the_ends(tiny_pipe):
 
 @pytest.mark.parametrize("to_prompt,seeds", [(B, (0, 1)), (None, (2, 5)), (B, (4, 4))])
 def test_the_ends_are_exactly_the_plain_samples_of_each_prompt_and_seed(tiny_pipe, to_prompt, seeds):
-    frames = tiny_pipe.interpolate(A, to_prompt, seed=seeds[0], to_seed=seeds[1], frames=4, output_type="tensor",
-                                   progress=False)
+    frames = tiny_pipe.interpolate(A, to_prompt, seed=seeds[0], to_seed=seeds[1], frames=4, output_type="pt",
+                                   progress=False).images
     assert frames.shape == (4, 3, 64, 64)
-    first = tiny_pipe(A, seed=seeds[0], output_type="tensor", progress=False)[0]
-    last = tiny_pipe(to_prompt or A, seed=seeds[1], output_type="tensor", progress=False)[0]
+    first = tiny_pipe(A, seed=seeds[0], output_type="pt", progress=False).images[0]
+    last = tiny_pipe(to_prompt or A, seed=seeds[1], output_type="pt", progress=False).images[0]
     assert torch.equal(frames[0], first) and torch.equal(frames[-1], last)
     for middle in frames[1:-1]:
         assert (middle - first).abs().max() > 1e-3 and (middle - last).abs().max() > 1e-3
@@ -75,13 +75,16 @@ def test_the_ends_are_exactly_the_plain_samples_of_each_prompt_and_seed(tiny_pip
 def test_interpolation_takes_the_sampling_options_and_stochastic_samplers(tiny_pipe):
     kwargs = {"seed": 0, "to_seed": 1, "frames": 3, "progress": False, "stop_at_stage": 1, "sampler": "ddpm",
               "guidance_scale": 3.0, "negative_prompt": "blue"}
-    frames = tiny_pipe.interpolate(A, B, output_type="tensor", **kwargs)
+    frames = tiny_pipe.interpolate(A, B, output_type="pt", **kwargs).images
     assert frames.shape == (3, 3, 16, 16)
-    last = tiny_pipe.generate([B], seed=1, progress=False, stop_at_stage=1, sampler="ddpm", guidance_scale=3.0,
-                              negative_prompt="blue")["base"][0]
+    last = tiny_pipe([B], seed=1, progress=False, stop_at_stage=1, sampler="ddpm", guidance_scale=3.0,
+                     negative_prompt="blue", output_type="pt").images[0]
     assert torch.equal(frames[-1], last)
-    pil = tiny_pipe.interpolate(A, B, **kwargs)
-    assert len(pil) == 3 and pil[0].size == (16, 16)
+    out = tiny_pipe.interpolate(A, B, **kwargs)
+    assert len(out.images) == 3 and out.images[0].size == (16, 16)
+    middle = out.settings[1]
+    assert middle["interpolation"]["u"] == 0.5 and middle["prompt"] == f"{A} -> {B} (u=0.500)"
+    assert out.settings[2]["seed"] == 1 and out.images[2].info["prompt"] == B
     with pytest.raises(ValueError, match="non-empty"):
         tiny_pipe.interpolate(A, " ", progress=False)
 

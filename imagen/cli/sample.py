@@ -1,0 +1,60 @@
+"""`imagen-sample`: text -> images with a saved cascade, from the command line.
+
+    imagen-sample --model runs/tiny --prompt "a large red circle at the center on a blue background"
+    imagen-sample --model shapes --prompts-file prompts.txt --num-images 4 --guidance-scale 5 1 1 --grid
+    imagen-sample --model shapes --prompt "..." --stop-at-stage 2 --sweep aug-level=0,0.1,0.2,0.3 \\
+                  guidance-scale@sr1=1,3,5,8
+    imagen-sample --model shapes --prompt "..." --init-image in.png --mask mask.png      # inpainting
+    imagen-sample --model shapes --prompt "..." --upscale small.png                     # the SR stages alone
+    imagen-sample --model shapes --prompt "..." --interpolate-to "..." --frames 8 --gif  # interpolation
+
+Everything that can be checked before the model loads is checked first (flags, prompts, image files, the
+output path), with one line on stderr and exit status 2; then the model loads, every stage's options are
+resolved once, and the chosen mode (imagen.cli.modes) samples and writes. Every PNG carries the text chunks
+`prompt` (read by imagen-eval) and `settings` (JSON: model, seed and every stage's resolved options).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+
+from .arguments import PROG, build_parser, read_prompts, read_seed
+from .common import run_main
+from .modes import Session, select_mode
+from .output import Output
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(build_parser(), _run, argv)
+
+
+def _run(args: argparse.Namespace) -> int:
+    prompts = read_prompts(args)
+    seed = read_seed(args.seed)
+    mode = select_mode(args, prompts)
+    output = Output(args.out, overwrite=args.overwrite)
+    output.check()
+    from ..pipeline import Imagen, resolve_device
+
+    pipe = Imagen.from_pretrained(args.model, device=resolve_device(args.device), dtype=args.dtype)
+    session = Session(args, prompts, seed, pipe, mode.options(pipe, args), output)
+    if args.seed.strip().lower() == "random" and not args.quiet:
+        print(f"{PROG}: seed {seed}", file=sys.stderr)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore" if args.quiet else "once", UserWarning)
+        warnings.showwarning = _note
+        mode.run(session)
+    if not args.quiet:
+        print(output.summary(PROG))
+    return 0
+
+
+def _note(message, *_) -> None:
+    """A library warning (an image resized, a prompt the text encoder does not know) as one line on stderr."""
+    print(f"{PROG}: note: {' '.join(str(message).split())}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
