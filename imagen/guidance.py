@@ -12,9 +12,9 @@ from collections.abc import Callable
 import torch
 
 from .denoiser import Condition, Denoiser
+from .samplers.common import DenoiseFn
 
 GuidanceScale = float | Callable[[torch.Tensor], torch.Tensor]
-DenoiseFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def linear_guidance(start: float, end: float) -> Callable[[torch.Tensor], torch.Tensor]:

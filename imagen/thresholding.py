@@ -38,7 +38,5 @@ def make_x0_fn(mode: str, percentile: float = 0.995) -> X0Fn | None:
     if mode == "static":
         return static_threshold
     if mode == "dynamic":
-        if not 0.0 < percentile <= 1.0:
-            raise ValueError(f"dynamic thresholding percentile must be in (0, 1], got {percentile}")
         return partial(dynamic_threshold, percentile=percentile)
     raise ValueError(f"unknown thresholding {mode!r}; valid: {', '.join(THRESHOLDING_MODES)}")

@@ -20,10 +20,8 @@ import torch
 
 from ..noise import Generator, randn
 from ..objective import q_sample
-from ..samplers.common import Level, levels
+from ..samplers.common import DenoiseFn, Level, levels
 from ..schedules import Schedule
-
-DenoiseFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def replace_known(x_t: torch.Tensor, t: torch.Tensor, original: torch.Tensor, mask: torch.Tensor,

@@ -38,5 +38,7 @@ def test_make_x0_fn_modes_and_errors():
     assert make_x0_fn("dynamic", 0.9)(torch.full((1, 10), 5.0)).max().item() == pytest.approx(1.0)
     with pytest.raises(ValueError, match="unknown thresholding 'soft'; valid: none, static, dynamic"):
         make_x0_fn("soft")
+    from imagen.options import SamplingOptions  # the percentile's range is checked by the options that carry it
+
     with pytest.raises(ValueError, match="percentile must be in"):
-        make_x0_fn("dynamic", 1.5)
+        SamplingOptions(dynamic_percentile=1.5).checked()
