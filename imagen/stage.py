@@ -71,6 +71,10 @@ class Stage(nn.Module):
     def resolution(self) -> int:
         return self.config.resolution
 
+    def time_grid(self, options: SamplingOptions) -> torch.Tensor:
+        """The decreasing sampling times of `options` (resolved) for this stage's schedule and prediction."""
+        return time_grid(options.time_grid, options.num_steps, self.schedule, self.config.objective.prediction)
+
     def training_loss(self, images: torch.Tensor, text_embeds: torch.Tensor | None, text_mask: torch.Tensor | None,
                       noise: TrainingNoise, lowres: torch.Tensor | None = None) -> torch.Tensor:
         """Per-sample diffusion loss, shape (B,). images (B, 3, R, R) in [-1, 1]; lowres (B, 3, r, r) for SR
@@ -144,7 +148,7 @@ class Stage(nn.Module):
         return SamplingRun(
             denoise=guided(self.denoiser, condition, options.guidance_scale, negative_condition),
             sampler=get_sampler(options.sampler, eta=defaults.eta, order=defaults.order),
-            timesteps=time_grid(options.time_grid, options.num_steps, self.schedule),
+            timesteps=self.time_grid(options),
             x_T=x_T, x0_fn=make_x0_fn(options.thresholding, options.dynamic_percentile), schedule=self.schedule,
             generator=generator)
 

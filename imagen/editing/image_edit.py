@@ -23,7 +23,6 @@ from PIL import Image
 from ..options import StageValue, per_stage
 from ..output import ImagenOutput, check_output_type
 from ..request import Request
-from ..samplers import time_grid
 from .images import ImageLike, check_same_size, load_image, load_mask, outpaint_canvas, resize_image, resize_mask
 from .img2img import check_strength, noised_start, start_grid
 from .inpaint import composite, known_region_denoise, resample
@@ -60,7 +59,7 @@ class ImageEdit:
 
     def num_steps(self, name: str, stage, options) -> int:
         """Network evaluations of one batch of `stage` (for progress)."""
-        steps = len(start_grid(time_grid(options.time_grid, options.num_steps, stage.schedule), self.strength(name)))
+        steps = len(start_grid(stage.time_grid(options), self.strength(name)))
         steps -= 1
         return steps if self.mask is None or steps == 0 else (steps - 1) * self.resample_steps + 1
 
@@ -71,7 +70,8 @@ class ImageEdit:
         grid = start_grid(run.timesteps, self.strength(name))
         if len(grid) == 1:  # strength 0: nothing to sample
             return image.expand_as(run.x_T).clone()
-        x = noised_start(image, run.x_T, float(grid[0]), run.schedule)
+        # from the grid's own start, x_T itself: strength 1 is exactly plain sampling
+        x = run.x_T if grid[0] >= run.timesteps[0] else noised_start(image, run.x_T, float(grid[0]), run.schedule)
         if mask is None:
             return run.run(x, grid, callback=callback)
         denoise = known_region_denoise(run.denoise, image, mask, run.schedule, run.generator)

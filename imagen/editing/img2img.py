@@ -34,10 +34,7 @@ def start_grid(timesteps: torch.Tensor, strength: float) -> torch.Tensor:
 
 
 def noised_start(image: torch.Tensor, eps: torch.Tensor, t: float, schedule: Schedule) -> torch.Tensor:
-    """x_t = alpha_t image + sigma_t eps (VDM notation), shapes (B, 3, R, R) (image may have batch 1). At t = 1,
-    where samplers draw x_T as pure noise, it is eps itself, so strength 1 is exactly plain sampling."""
-    if t >= 1.0:
-        return eps
+    """x_t = alpha_t image + sigma_t eps (VDM notation), shapes (B, 3, R, R) (image may have batch 1)."""
     image = image.to(eps.device, eps.dtype).expand_as(eps)
     alpha, sigma = schedule.alpha_sigma(torch.full((eps.shape[0],), t, dtype=torch.float64))
     return q_sample(image, alpha.to(eps.device, eps.dtype), sigma.to(eps.device, eps.dtype), eps)

@@ -79,3 +79,28 @@ def test_every_sampler_and_grid_samples_a_linear_schedule_stage(name, kind):
                             time_grid(kind, 8, schedule), schedule=schedule,
                             generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(out, x0, atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["uniform", "logsnr", "karras"])
+@pytest.mark.parametrize("schedule_kind", ["cosine", "linear"])
+def test_eps_grids_draw_x_T_at_log_snr_minus_8(kind, schedule_kind):
+    from configs import ScheduleConfig
+    from imagen.samplers.timesteps import LOGSNR_START
+
+    schedule = Schedule(ScheduleConfig(kind=schedule_kind))
+    grid = time_grid(kind, 12, schedule, "eps")
+    assert schedule.log_snr(grid[:1]).item() == pytest.approx(LOGSNR_START, abs=1e-6)
+    assert len(grid) == 13 and grid[-1] == 0.0 and bool((grid[1:] < grid[:-1]).all())
+    assert time_grid(kind, 12, schedule, "v")[0] == 1.0
+
+
+def test_eps_grids_start_where_a_network_error_is_not_amplified():
+    """bench/samplers.py's conditioning section, small: a 1e-3 error of an ε network moves the samples far
+    from t = 1 (x0 = (x - sigma eps) / alpha with alpha = 4.5e-5) and little from log-SNR -8."""
+    from bench.samplers import conditioning_rows
+
+    rows = [r for r in conditioning_rows(samples=400, nfe=10) if r["prediction"] == "eps"]
+    for grid in ("uniform", "logsnr", "karras"):
+        library, from_one = ([r["rms_moved"] for r in rows if r["grid"] == grid and r["library"] is flag][0]
+                             for flag in (True, False))
+        assert library < 0.03 and from_one > 10 * library, (grid, library, from_one)
