@@ -135,4 +135,8 @@ def _mixed_precision(config: RunConfig, stages: list[str]) -> str:
     modes = {config.stages()[n].train.mixed_precision for n in stages}
     if len(modes) > 1:
         raise ValueError(f"stages trained in one process must share train.mixed_precision, got {sorted(modes)}")
-    return modes.pop()
+    mode = modes.pop()
+    if mode == "fp16" and not torch.cuda.is_available():
+        # accelerate runs fp16 with loss scaling on CUDA only; on the CPU it would silently train in fp32
+        raise ValueError("train.mixed_precision=fp16 needs a CUDA GPU (fp16 with loss scaling); on the CPU use bf16")
+    return mode
