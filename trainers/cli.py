@@ -41,6 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --output from each stage's newest checkpoint")
     parser.add_argument("--dry-run", action="store_true", help="print the resolved config as JSON and exit")
+    parser.add_argument("--plan", action="store_true",
+                        help="print each selected stage's training memory (parameters, gradients, optimiser, EMA, "
+                             "activations per sample) and the largest batch per GPU with and without sharding and "
+                             "gradient checkpointing, then exit (see --gpus, --gpu-memory)")
+    parser.add_argument("--gpus", type=int, default=8, help="with --plan: GPUs to shard over (default 8)")
+    parser.add_argument("--gpu-memory", default="80GB", help="with --plan: memory of one GPU (default 80GB)")
     parser.add_argument("--export", action="store_true",
                         help="export the EMA weights of the newest checkpoint of each selected stage as a model "
                              "(into --output, or --export-to) and exit, without training; needs --resume's run")
@@ -102,6 +108,13 @@ def main(argv: list[str] | None = None) -> int:
         config, stages = resolve(args, init.config if init else None)
         if args.dry_run:
             print(to_json(config))
+            return 0
+        if args.plan:
+            from .plan import parse_memory, plan, report
+
+            if args.gpus < 1:
+                raise ValueError(f"--gpus must be >= 1, got {args.gpus}")
+            print(report(plan(config, stages), args.gpus, parse_memory(args.gpu_memory)))
             return 0
         if _exporting(args):
             from .run import export_checkpoint
