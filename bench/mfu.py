@@ -1,0 +1,202 @@
+#!/usr/bin/env python
+"""How close the U-Nets run to this machine's limit: model FLOP utilisation (MFU) of training steps and
+sampling forwards, against the fp32 matmul rate measured in the same run.
+
+For the shipped cascade's stages (their presets' training batch and crop; sampling: one image, so a guided stage
+runs a doubled batch of 2 at full resolution, the 1024 px stage included) and the bench U-Nets of
+`bench/unet_speed.py` (batch 8):
+
+- FLOPs of one training step (forward + backward; torch.utils.flop_counter.FlopCounterMode) and of one sampling
+  forward; the median time of a training step (forward, backward, AdamW step) and of a sampling forward
+  (inference mode); MFU = FLOPs / time / matmul rate (2048 x 2048 fp32, the machine's practical peak);
+- where a step's time goes: self CPU time per operator type (torch.profiler), the top ones as shares;
+- with --levers, each lever alone on the sampling forward and the training step: channels_last memory format,
+  no_grad instead of inference_mode, and torch.compile (the cold compile cost, then the warm speed-up).
+
+Usage:  python bench/mfu.py [--quick] [--levers] [--threads 2] [--out FILE]
+Prints a table, then one JSON line: {"matmul_gflops", "stages": {NAME: {"train_mfu", "sample_mfu", ...}},
+"levers": {...}, "machine": {...}}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from bench.common import emit, machine, median_time  # noqa: E402
+
+TEXT_LEN = 16
+
+
+def matmul_gflops(size: int = 2048, repeats: int = 7) -> float:
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    seconds, _ = median_time(lambda: a @ b, repeats, warmup=2)
+    return 2 * size**3 / seconds / 1e9
+
+
+def count_flops(fn) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+class Workload:
+    """One U-Net with a training batch and a sampling batch: `train_step()` and `sample_forward()`."""
+
+    def __init__(self, name: str, net: torch.nn.Module, text_dim: int, lowres: bool, train_batch: int,
+                 train_size: int, sample_batch: int, sample_size: int):
+        self.name, self.net, self.lowres = name, net, lowres
+        self.train_inputs = self._inputs(train_batch, train_size, text_dim)
+        self.sample_inputs = self._inputs(sample_batch, sample_size, text_dim)
+        self.optimizer = torch.optim.AdamW(net.parameters(), lr=1e-5)
+        self.shapes = {"train_batch": train_batch, "train_size": train_size, "sample_batch": sample_batch,
+                       "sample_size": sample_size}
+
+    def _inputs(self, batch: int, size: int, text_dim: int) -> tuple[tuple, dict]:
+        generator = torch.Generator().manual_seed(0)
+        kwargs = {"text_embeds": torch.randn(batch, TEXT_LEN, text_dim, generator=generator),
+                  "text_mask": torch.ones(batch, TEXT_LEN, dtype=torch.bool),
+                  "drop_text": torch.zeros(batch, dtype=torch.bool)}
+        if self.lowres:
+            kwargs |= {"lowres": torch.randn(batch, 3, size, size, generator=generator),
+                       "lowres_level": torch.full((batch,), 0.1)}
+        return (torch.randn(batch, 3, size, size, generator=generator), torch.rand(batch, generator=generator)), kwargs
+
+    def forward_backward(self, net=None) -> None:
+        (x, t), kwargs = self.train_inputs
+        out = (net or self.net)(x, t, **kwargs)
+        torch.nn.functional.mse_loss(out, x).backward()
+
+    def train_step(self, net=None) -> None:
+        self.net.train()
+        self.forward_backward(net)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def sample_forward(self, net=None, mode=torch.inference_mode) -> None:
+        self.net.eval()
+        (x, t), kwargs = self.sample_inputs
+        with mode():
+            (net or self.net)(x, t, **kwargs)
+
+
+def shipped_workloads() -> list[Workload]:
+    from imagen import Imagen
+
+    pipe = Imagen.from_pretrained("shapes")
+    loads = []
+    for name, stage in pipe.stages.items():
+        config = stage.config
+        guided = config.sampler.guidance_scale != 1.0
+        loads.append(Workload(f"shapes-{name}", stage.net, pipe.text_encoder.embed_dim, config.is_super_resolution,
+                              config.train.batch_size, config.train.crop_size or config.resolution,
+                              2 if guided else 1, config.resolution))
+    return loads
+
+
+def bench_workloads(batch: int = 8) -> list[Workload]:
+    from bench.unet_speed import OURS, TEXT_DIM, build_ours
+
+    loads = []
+    for name, spec in OURS.items():
+        net = build_ours(name, {})[0]
+        loads.append(Workload(f"bench-{name}", net, TEXT_DIM, spec["lowres_cond"], batch, spec["resolution"], batch,
+                              spec["resolution"]))
+    return loads
+
+
+def breakdown(fn, top: int = 8) -> dict:
+    """Self CPU time per operator type over one call of `fn`, as shares of the total, the largest first."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    rows = [(e.key, e.self_cpu_time_total) for e in prof.key_averages()]
+    total = sum(t for _, t in rows) or 1.0
+    rows.sort(key=lambda r: -r[1])
+    return {key: round(t / total, 3) for key, t in rows[:top]}
+
+
+def measure(load: Workload, rate: float, repeats: int) -> dict:
+    train_flops = count_flops(load.forward_backward)
+    load.optimizer.zero_grad(set_to_none=True)
+    sample_flops = count_flops(load.sample_forward)
+    train_s, _ = median_time(load.train_step, repeats, warmup=1)
+    sample_s, _ = median_time(load.sample_forward, repeats, warmup=1)
+    return {**load.shapes, "train_gflop": round(train_flops / 1e9, 2), "train_s": round(train_s, 4),
+            "train_gflops": round(train_flops / train_s / 1e9, 1),
+            "train_mfu": round(train_flops / train_s / 1e9 / rate, 3),
+            "sample_gflop": round(sample_flops / 1e9, 2), "sample_s": round(sample_s, 4),
+            "sample_gflops": round(sample_flops / sample_s / 1e9, 1),
+            "sample_mfu": round(sample_flops / sample_s / 1e9 / rate, 3),
+            "train_time_by_op": breakdown(load.train_step), "sample_time_by_op": breakdown(load.sample_forward)}
+
+
+def levers(load: Workload, repeats: int) -> dict:
+    """Each lever alone, as the time ratio baseline / lever (> 1: faster)."""
+    base_sample, _ = median_time(load.sample_forward, repeats, warmup=1)
+    base_train, _ = median_time(load.train_step, repeats, warmup=1)
+    out = {}
+    no_grad, _ = median_time(lambda: load.sample_forward(mode=torch.no_grad), repeats, warmup=1)
+    out["sample_no_grad_vs_inference_mode"] = round(base_sample / no_grad, 3)
+    load.net.to(memory_format=torch.channels_last)
+    cl_sample, _ = median_time(load.sample_forward, repeats, warmup=1)
+    cl_train, _ = median_time(load.train_step, repeats, warmup=1)
+    load.net.to(memory_format=torch.contiguous_format)
+    out["channels_last_sample_speedup"] = round(base_sample / cl_sample, 3)
+    out["channels_last_train_speedup"] = round(base_train / cl_train, 3)
+    compiled = torch.compile(load.net)
+    start = time.perf_counter()
+    load.sample_forward(compiled)
+    out["compile_sample_cold_s"] = round(time.perf_counter() - start, 1)
+    warm, _ = median_time(lambda: load.sample_forward(compiled), repeats, warmup=1)
+    out["compile_sample_speedup"] = round(base_sample / warm, 3)
+    start = time.perf_counter()
+    load.train_step(compiled)
+    out["compile_train_cold_s"] = round(time.perf_counter() - start, 1)
+    warm_train, _ = median_time(lambda: load.train_step(compiled), repeats, warmup=1)
+    out["compile_train_speedup"] = round(base_train / warm_train, 3)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="two timed repeats, the shipped stages only")
+    parser.add_argument("--levers", action="store_true", help="also measure each lever (channels_last, no_grad, "
+                                                               "torch.compile) on every workload")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("--out", type=Path, help="also write the JSON here")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    repeats = 2 if args.quick else 5
+    rate = matmul_gflops()
+    print(f"fp32 matmul 2048^2: {rate:.1f} GFLOP/s", file=sys.stderr, flush=True)
+    loads = shipped_workloads() + ([] if args.quick else bench_workloads())
+    stages, lever_rows = {}, {}
+    for load in loads:
+        stages[load.name] = measure(load, rate, repeats)
+        row = stages[load.name]
+        print(f"{load.name:>14}: train {row['train_gflops']:6.1f} GFLOP/s (MFU {row['train_mfu']:.0%}), sample "
+              f"{row['sample_gflops']:6.1f} GFLOP/s (MFU {row['sample_mfu']:.0%}) in {row['sample_s']:.3f} s",
+              file=sys.stderr, flush=True)
+        if args.levers:
+            lever_rows[load.name] = levers(load, repeats)
+            print(f"{'':>14}  levers: {lever_rows[load.name]}", file=sys.stderr, flush=True)
+    emit({"matmul_gflops": round(rate, 1), "stages": stages, "levers": lever_rows, "machine": machine(args.threads)},
+         args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,27 @@
+"""bench/mfu.py's measurement on a tiny U-Net: FLOPs counted, times taken, MFU and the operator breakdown."""
+
+from __future__ import annotations
+
+import torch
+
+from bench.mfu import Workload, count_flops, measure
+from configs import UNetConfig
+from unets import EfficientUNet
+
+
+def test_a_workload_is_measured_against_the_matmul_rate():
+    config = UNetConfig(channels=8, channel_mults=(1, 2), num_res_blocks=(1, 1), self_attn=(False, True),
+                        cross_attn=(False, True), head_dim=8, cond_dim=16)
+    net = EfficientUNet(config, text_dim=16, lowres_cond=True)
+    load = Workload("tiny", net, 16, True, train_batch=2, train_size=16, sample_batch=2, sample_size=16)
+    forward = count_flops(load.sample_forward)
+    assert forward > 0 and count_flops(load.forward_backward) > 2 * forward  # backward ~ twice the forward
+    row = measure(load, rate=100.0, repeats=1)
+    for kind in ("train", "sample"):
+        achieved = row[f"{kind}_gflop"] / row[f"{kind}_s"]
+        assert abs(row[f"{kind}_mfu"] - achieved / 100.0) < 0.01 + 0.05 * achieved / 100.0, kind
+        shares = row[f"{kind}_time_by_op"]
+        assert 0 < sum(shares.values()) <= 1.001 and list(shares.values()) == sorted(shares.values(), reverse=True)
+    assert any("conv" in op for op in row["train_time_by_op"])
+    assert all(p.grad is None for p in net.parameters())  # the optimiser step cleared them
+    assert torch.is_grad_enabled()
