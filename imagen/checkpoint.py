@@ -1,9 +1,10 @@
 """The saved-model layout: `config.json` (the resolved RunConfig, the text encoder's identity, the stages)
-and one `<stage>.safetensors` per stage (inference weights, e.g. the EMA). No pickle anywhere.
+and one `<stage>.safetensors` per stage (inference weights, e.g. the EMA). No pickle anywhere. Every weight file's
+SHA-256 is recorded in config.json and checked when it is read.
 
     model_dir/
       config.json          {"format": "imagen-cascade", "version": 1, "config": {...}, "text_encoder": {...},
-                            "stages": ["base", "sr1"]}
+                            "stages": ["base", "sr1"], "digests": {"base.safetensors": SHA-256, ...}}
       base.safetensors
       sr1.safetensors
 """
@@ -20,7 +21,7 @@ from safetensors.torch import save as save_safetensors
 
 from configs import RunConfig, from_dict, to_dict
 
-from .io import atomic_write, find_in_hub_cache
+from .io import atomic_write, find_in_hub_cache, sha256, verify
 
 FORMAT, VERSION = "imagen-cascade", 1
 CONFIG_FILE = "config.json"
@@ -42,16 +43,19 @@ def write_model(directory: str | Path, config: RunConfig, text_identity: dict,
     stages = [name for name in config.stages() if name in state_dicts]
     if not stages:
         raise ValueError("nothing to save: no stage has weights")
+    digests = {}
     for name in stages:
         tensors = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
                    for k, v in state_dicts[name].items()}
-        atomic_write(directory / weights_file(name), save_safetensors(tensors, metadata={"stage": name}))
+        data = save_safetensors(tensors, metadata={"stage": name})
+        atomic_write(directory / weights_file(name), data)
+        digests[weights_file(name)] = sha256(data)
     saved = to_dict(config)
     for name in config.stages():
         if name not in stages:
             saved[name] = None
     document = {"format": FORMAT, "version": VERSION, "config": saved, "text_encoder": text_identity,
-                "stages": stages}
+                "stages": stages, "digests": digests}
     atomic_write(directory / CONFIG_FILE, json.dumps(document, indent=2))
     return directory
 
@@ -93,7 +97,9 @@ def read_model(directory: Path) -> tuple[RunConfig, dict, dict[str, dict[str, to
         config = from_dict(document["config"])
     except (KeyError, ValueError) as e:
         raise ValueError(f"{config_path}: invalid model config: {e}") from None
-    weights = {name: load_stage_weights(directory / weights_file(name), name) for name in config.stages()}
+    digests = document.get("digests") or {}
+    weights = {name: load_stage_weights(directory / weights_file(name), name, digests.get(weights_file(name)))
+               for name in config.stages()}
     return config, document.get("text_encoder", {}), weights
 
 
@@ -102,13 +108,14 @@ def weights_file(stage: str) -> str:
     return f"{stage}.safetensors"
 
 
-def load_stage_weights(path: Path, stage: str | None = None) -> dict[str, torch.Tensor]:
-    """The tensors of one stage's weight file; ValueError naming the file when it is missing, truncated, or
-    (given `stage`) saved for another stage."""
+def load_stage_weights(path: Path, stage: str | None = None, digest: str | None = None) -> dict[str, torch.Tensor]:
+    """The tensors of one stage's weight file; ValueError naming the file when it is missing, truncated, not the
+    bytes whose SHA-256 `digest` was recorded, or (given `stage`) saved for another stage."""
     if not path.is_file():
         raise ValueError(f"{path}: missing; the model config lists this stage but its weights are not there")
     try:
         data = path.read_bytes()
+        verify(path, data, digest)
         weights = load_safetensors(data)
     except (SafetensorError, OSError, ValueError) as e:
         raise ValueError(f"{path}: cannot be read as safetensors ({e}); the file is truncated or damaged") from None
@@ -127,13 +134,16 @@ def load_weights(net: torch.nn.Module, weights: dict[str, torch.Tensor], path: P
     unexpected = [k for k in weights if k not in expected]
     shapes = [f"{k} is {tuple(weights[k].shape)} in the file but {tuple(v.shape)} in the config"
               for k, v in expected.items() if k in weights and weights[k].shape != v.shape]
+    shapes += [f"{k} is {weights[k].dtype} in the file but the config needs a float tensor"
+               for k, v in expected.items() if k in weights and v.is_floating_point()
+               and weights[k].dtype not in (torch.float32, torch.float16, torch.bfloat16)]
     problems = []
     if missing:
         problems.append(f"{len(missing)} tensor(s) missing (e.g. {missing[0]})")
     if unexpected:
         problems.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
     if shapes:
-        problems.append(f"{len(shapes)} of another shape (e.g. {shapes[0]})")
+        problems.append(f"{len(shapes)} of another shape or type (e.g. {shapes[0]})")
     if problems:
         raise ValueError(f"{path}: weights do not match the model config: {'; '.join(problems)}; was the file "
                          "saved with another config?")

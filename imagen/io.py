@@ -1,8 +1,10 @@
-"""File I/O shared across the package: atomic writes, and finding a model directory without the network."""
+"""File I/O shared across the package: atomic writes, digests of written files, and finding a model directory
+without the network."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 from pathlib import Path
 
@@ -23,6 +25,19 @@ def atomic_write(path: str | Path, data: bytes | str) -> None:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
     fsync_dir(path.parent)
+
+
+def sha256(data: bytes) -> str:
+    """The hex SHA-256 of `data`: the digest recorded for every weight and checkpoint file."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def verify(path: str | Path, data: bytes, expected: str | None) -> None:
+    """ValueError naming `path` when `data` (its bytes) does not have the recorded digest (`None`: nothing
+    recorded, as in files written before digests were)."""
+    if expected is not None and sha256(data) != expected:
+        raise ValueError(f"{path}: its contents do not match the SHA-256 recorded when it was written; the file is "
+                         "corrupted (restore it, or write it again)")
 
 
 def fsync_dir(path: str | Path) -> None:

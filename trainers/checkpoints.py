@@ -3,10 +3,12 @@ is split into tensors (one safetensors file) and everything else (one JSON file)
 
     checkpoints/step-000200/
       tensors.safetensors
-      state.json            written last: a directory without it is incomplete and ignored
+      state.json            written last: a directory without it is incomplete and ignored; holds the
+                            SHA-256 of tensors.safetensors, checked on load
 
 A checkpoint is written into a temp directory, fsynced, then renamed into place, so a kill at any moment
-leaves the previous checkpoints intact; only the newest `keep` are kept.
+leaves the previous checkpoints intact; only the newest `keep` are kept. Temp directories a killed run left
+behind are removed by the next save.
 """
 
 from __future__ import annotations
@@ -20,9 +22,9 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save
 
-from imagen.io import fsync_dir
+from imagen.io import fsync_dir, sha256, verify
 
 TENSORS, STATE = "tensors.safetensors", "state.json"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
@@ -68,17 +70,19 @@ def save_checkpoint(directory: str | Path, step: int, state: dict, keep: int) ->
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / f"step-{step:06d}"
+    for stale in directory.glob(".step-*.tmp"):  # a killed run's, or this one's from a failed write
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = directory / f".step-{step:06d}.{os.getpid()}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    tensors: dict[str, torch.Tensor] = {}
-    document = flatten(state, tensors)
-    save_file(tensors, str(tmp / TENSORS))
-    with open(tmp / STATE, "w", encoding="utf-8") as handle:
-        json.dump({"step": step, "state": document}, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    _fsync(tmp / TENSORS)
+    try:
+        tensors: dict[str, torch.Tensor] = {}
+        document = flatten(state, tensors)
+        data = save(tensors)
+        _write(tmp / TENSORS, data)
+        _write(tmp / STATE, json.dumps({"step": step, "state": document, "digests": {TENSORS: sha256(data)}}).encode())
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -99,16 +103,21 @@ def list_checkpoints(directory: str | Path) -> list[Path]:
 
 
 def load_checkpoint(path: str | Path) -> tuple[int, dict]:
-    """(step, state) of one checkpoint directory."""
+    """(step, state) of one checkpoint directory; ValueError naming it when it is unreadable, does not match
+    its recorded digest, or refers to a tensor it does not hold."""
     path = Path(path)
     try:
         document = json.loads((path / STATE).read_text(encoding="utf-8"))
-        tensors = load_file(str(path / TENSORS))
-    except (OSError, ValueError, KeyError, SafetensorError) as e:
-        raise ValueError(f"checkpoint {path} cannot be read ({e}); delete it to resume from the one before") from None
-    return int(document["step"]), unflatten(document["state"], tensors)
+        data = (path / TENSORS).read_bytes()
+        verify(path / TENSORS, data, (document.get("digests") or {}).get(TENSORS))
+        return int(document["step"]), unflatten(document["state"], load(data))
+    except (OSError, ValueError, KeyError, TypeError, SafetensorError) as e:
+        reason = f"tensor {e} is missing" if isinstance(e, KeyError) else " ".join(str(e).split())
+        raise ValueError(f"checkpoint {path} cannot be used: {reason}") from None
 
 
-def _fsync(path: Path) -> None:
-    with open(path, "rb") as handle:
+def _write(path: Path, data: bytes) -> None:
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
         os.fsync(handle.fileno())

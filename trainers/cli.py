@@ -122,12 +122,13 @@ def main(argv: list[str] | None = None) -> int:
             where = export_checkpoint(args.output, config, stages, step=args.export_step, output=args.export_to)
             print(f"imagen-train: exported {', '.join(stages)} to {where}", file=sys.stderr)
             return 0
-        from .run import prepare_run_dir, train_run
+        from .run import prepare_run_dir, run_lock, train_run
         from .trainer import TrainingError
 
-        prepare_run_dir(args.output, config, args.resume)
-        results = train_run(config, args.output, stages, resume=args.resume, progress=not args.no_progress,
-                            init=init)
+        with run_lock(args.output):
+            prepare_run_dir(args.output, config, args.resume)
+            results = train_run(config, args.output, stages, resume=args.resume, progress=not args.no_progress,
+                                init=init)
     except ValueError as e:
         print(f"imagen-train: error: {e}", file=sys.stderr)
         return 2

@@ -7,11 +7,15 @@ it is done, so the directory is always a loadable (possibly partial) model.
       base.safetensors, sr1.safetensors, ...
       base/ checkpoints/ metrics.jsonl tensorboard/ samples/
       text-cache/            caption embeddings of file data sets
+      .lock                  held by the process training in the directory (its PID)
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +29,7 @@ from imagen.text import load_text_encoder
 
 from .trainer import StageResult, StageTrainer
 
-RUN_CONFIG = "run-config.json"
+RUN_CONFIG, LOCK_FILE = "run-config.json", ".lock"
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,35 @@ class InitModel:
             raise ValueError(f"--init-from {self.directory} has no stage {name} (it has "
                              f"{', '.join(self.weights)}): train only its stages with --stage")
         return self.weights[name]
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path):
+    """Hold an exclusive lock on `run_dir` (its `.lock` file, with the holder's PID) while a run trains in it; the
+    OS releases it when the process dies, however it dies. ValueError naming the holder when another process
+    has it. Only the main process of a launch locks."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        yield
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(run_dir / LOCK_FILE, "a+", encoding="utf-8")  # noqa: SIM115 (held for the whole run)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise ValueError(f"{run_dir} is in use by another imagen-train (PID {holder}): wait for it to finish, or "
+                         "choose another --output") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    try:
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
 
 
 def prepare_run_dir(run_dir: Path, config: RunConfig, resume: bool) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import signal
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -99,11 +100,21 @@ class StageTrainer:
 
     # -- checkpoints ---------------------------------------------------------------------------------
     def resume(self) -> bool:
-        """Restore the newest checkpoint of this stage, if any. Returns whether one was found."""
+        """Restore the newest checkpoint of this stage that verifies (a damaged one is reported on stderr and
+        the one before it tried). Returns whether one was restored."""
         found = list_checkpoints(self.dir / "checkpoints")
         if not found:
             return False
-        step, state = load_checkpoint(found[-1])
+        for path in reversed(found):
+            try:
+                step, state = load_checkpoint(path)
+                break
+            except ValueError as e:
+                if self.acc.is_main_process:
+                    print(f"imagen-train: {self.name}: {e}; trying the checkpoint before it", file=sys.stderr)
+        else:
+            raise ValueError(f"no checkpoint of stage {self.name} in {self.dir / 'checkpoints'} can be used (each "
+                             "was reported above); delete them to start the stage again")
         self.acc.unwrap_model(self.model).load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])

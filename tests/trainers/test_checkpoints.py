@@ -54,5 +54,38 @@ def test_incomplete_checkpoints_are_ignored(tmp_path):
 def test_a_damaged_checkpoint_is_a_clear_error(tmp_path):
     path = save_checkpoint(tmp_path, 2, {"w": torch.zeros(3)}, keep=1)
     (path / "tensors.safetensors").write_bytes(b"\x00" * 10)
-    with pytest.raises(ValueError, match="cannot be read.*delete it to resume from the one before"):
+    with pytest.raises(ValueError, match="checkpoint .*step-000002 cannot be used: .*do not match the SHA-256"):
         load_checkpoint(path)
+
+
+def test_flipped_bytes_and_missing_tensors_are_found(tmp_path):
+    path = save_checkpoint(tmp_path, 2, {"w": torch.arange(64.0), "v": torch.ones(4)}, keep=1)
+    data = bytearray((path / "tensors.safetensors").read_bytes())
+    data[-5] ^= 0x40  # one bit inside a tensor: still a valid safetensors file
+    (path / "tensors.safetensors").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="tensors.safetensors: its contents do not match the SHA-256"):
+        load_checkpoint(path)
+    path = save_checkpoint(tmp_path, 4, {"w": torch.zeros(2)}, keep=1)
+    document = json.loads((path / "state.json").read_text())
+    document["state"]["w"] = {"__tensor__": "nowhere"}
+    (path / "state.json").write_text(json.dumps(document))
+    with pytest.raises(ValueError, match="cannot be used: tensor 'nowhere' is missing"):
+        load_checkpoint(path)
+
+
+def test_a_failed_write_leaves_no_temp_folder_and_stale_ones_are_cleaned(tmp_path, monkeypatch):
+    import errno
+
+    import trainers.checkpoints as checkpoints
+
+    save_checkpoint(tmp_path, 2, {"w": torch.zeros(3)}, keep=3)
+    (tmp_path / ".step-000003.999.tmp").mkdir()  # left by a killed run
+
+    def full_disk(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(checkpoints, "_write", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        save_checkpoint(tmp_path, 4, {"w": torch.ones(3)}, keep=3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-000002"]
+    assert load_checkpoint(tmp_path / "step-000002")[0] == 2
