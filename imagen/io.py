@@ -6,7 +6,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import stat
 from pathlib import Path
+
+MAX_TEXT_BYTES = 64 * 1024  # of a caption or prompt file line read from disk: far more than any tokenizer uses
 
 
 def atomic_write(path: str | Path, data: bytes | str) -> None:
@@ -25,6 +28,24 @@ def atomic_write(path: str | Path, data: bytes | str) -> None:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
     fsync_dir(path.parent)
+
+
+def check_regular_file(path: str | Path) -> None:
+    """OSError unless `path` is a regular file (following symlinks): FIFOs, devices, sockets and directories are
+    never opened (a FIFO would block the reader forever); a symlink loop fails here too."""
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else
+                "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
+                else "not a regular file")
+        raise OSError(f"{path} is {kind}, not a regular file")
+
+
+def read_bounded(path: str | Path, limit: int = MAX_TEXT_BYTES) -> bytes:
+    """The first `limit` bytes of the regular file `path` (see `check_regular_file`)."""
+    check_regular_file(path)
+    with open(path, "rb") as handle:
+        return handle.read(limit)
 
 
 def sha256(data: bytes) -> str:

@@ -12,6 +12,8 @@ from configs import PRECISIONS, SAMPLER_NAMES, THRESHOLDING_MODES, TIME_GRID_NAM
 from .common import Parser, UsageError
 
 PROG = "imagen-sample"
+MAX_PROMPTS_FILE = 16 * 2**20  # bytes of --prompts-file
+MAX_PROMPT_CHARS = 1000  # longer prompts are cut (a text encoder reads at most a few hundred tokens)
 DEFAULT_STRENGTH, DEFAULT_FRAMES, DEFAULT_FRAME_MS = 0.6, 8, 150
 # sweep axis -> (SamplingOptions field, value type)
 SWEEP_AXES = {"aug-level": ("aug_level", float), "guidance-scale": ("guidance_scale", float),
@@ -123,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "on a GPU; on a CPU bfloat16 is close to float32, float16 is slow)")
     run.add_argument("--max-batch-size", type=int, metavar="N",
                      help="images sampled together at most (less memory; results do not change)")
+    run.add_argument("--no-memory-check", action="store_true",
+                     help="sample even when the images of the run need more memory than is available")
     return parser
 
 
@@ -161,20 +165,34 @@ def _editing_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def read_prompts(args: argparse.Namespace) -> list[str]:
+    """The prompts of --prompt and --prompts-file (at most MAX_PROMPTS_FILE bytes, a regular UTF-8 file), each cut
+    to MAX_PROMPT_CHARS characters with a note."""
+    import sys
+
+    from ..io import read_bounded
+
     prompts = list(args.prompt)
     if args.prompts_file is not None:
+        flag = f"--prompts-file {str(args.prompts_file)!r}"
         try:
-            lines = args.prompts_file.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as e:
-            raise UsageError(f"cannot read --prompts-file {str(args.prompts_file)!r}: "
-                             f"{getattr(e, 'strerror', None) or e}") from None
+            data = read_bounded(args.prompts_file, MAX_PROMPTS_FILE + 1)
+            if len(data) > MAX_PROMPTS_FILE:
+                raise UsageError(f"{flag} is over {MAX_PROMPTS_FILE // 2**20} MB: split it into several runs")
+            lines = data.decode("utf-8").splitlines()
+        except UnicodeDecodeError as e:
+            raise UsageError(f"cannot read {flag}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        except OSError as e:
+            raise UsageError(f"cannot read {flag}: {e.strerror or e}") from None
         prompts += [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
     if not prompts:
         raise UsageError("no prompt: give --prompt TEXT (repeatable) or --prompts-file FILE")
     for number, prompt in enumerate(prompts, start=1):
         if not prompt.strip():
             raise UsageError(f"prompt {number} is empty")
-    return [p.strip() for p in prompts]
+        if len(prompt.strip()) > MAX_PROMPT_CHARS and not args.quiet:
+            print(f"{PROG}: note: prompt {number} is {len(prompt.strip()):,} characters; cut to {MAX_PROMPT_CHARS} "
+                  "(the text encoder reads far fewer)", file=sys.stderr)
+    return [p.strip()[:MAX_PROMPT_CHARS] for p in prompts]
 
 
 def read_seed(value: str) -> int:

@@ -40,6 +40,8 @@ def _run(args: argparse.Namespace) -> int:
 
     pipe = Imagen.from_pretrained(args.model, device=resolve_device(args.device), dtype=args.dtype)
     session = Session(args, prompts, seed, pipe, mode.options(pipe, args), output)
+    if not args.no_memory_check:
+        check_memory(session)
     if args.seed.strip().lower() == "random" and not args.quiet:
         print(f"{PROG}: seed {seed}", file=sys.stderr)
     with warnings.catch_warnings():
@@ -49,6 +51,32 @@ def _run(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(output.summary(PROG))
     return 0
+
+
+def check_memory(session: Session) -> None:
+    """Refuse, before sampling, a run whose images (every stage run is held until written) need more memory
+    than is available."""
+    from .common import UsageError
+
+    count = len(session.prompts) * (session.args.num_images if not session.args.sweep else 1)
+    per_image = sum(4 * 3 * session.pipe.stages[name].resolution ** 2 for name in session.options)
+    needed, available = count * per_image, available_memory()
+    if available is not None and needed > 0.8 * available:
+        raise UsageError(f"{count:,} images need about {needed / 2**30:,.1f} GiB to hold, more than the "
+                         f"{available / 2**30:,.1f} GiB available: make fewer images per run (or add "
+                         "--no-memory-check)")
+
+
+def available_memory() -> int | None:
+    """MemAvailable of /proc/meminfo, in bytes (None where there is none)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
 
 
 def _note(message, *_) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import warnings
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from imagen.cli.common import Parser, UsageError, run_main
 from imagen.eval.compliance import ATTRIBUTES, Judgement, analyze, summarize
 from imagen.eval.sharpness import compare_to_bicubic, sharpness
 from imagen.eval.sources import Item, SourceError, collect
-from imagen.io import atomic_write
+from imagen.io import atomic_write, check_regular_file
 from imagen.shapes import parse_caption
 
 PROG = "imagen-eval"
@@ -54,10 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load_path(path: Path) -> Image.Image | None:
+    """The image as RGB, or None when it cannot be used: not a regular file, unreadable, or a decompression
+    bomb (PIL's pixel limit)."""
     try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except (OSError, ValueError):
+        check_regular_file(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                return image.convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning):
         return None
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from imagen.io import check_regular_file, read_bounded
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 
@@ -33,6 +35,7 @@ class Item:
 def png_prompt(path: Path) -> str | None:
     """The PNG text chunk `prompt` of an image file, or None (not a PNG, no such chunk, unreadable)."""
     try:
+        check_regular_file(path)
         with Image.open(path) as image:
             text = getattr(image, "text", None) or {}
             prompt = text.get("prompt")
@@ -48,7 +51,7 @@ def caption_for(path: Path) -> str | None:
         return prompt
     text_file = path.with_suffix(".txt")
     if text_file.is_file():
-        text = text_file.read_text(encoding="utf-8", errors="replace").strip()
+        text = read_bounded(text_file).decode("utf-8", errors="replace").strip()
         return text or None
     return None
 
@@ -65,9 +68,12 @@ def from_directory(directory: Path, recursive: bool = False) -> list[Item]:
 def from_manifest(manifest: Path) -> list[Item]:
     """The images and captions listed in a JSONL manifest (blank lines ignored)."""
     if not manifest.is_file():
-        raise SourceError(f"no such manifest: {manifest}")
+        raise SourceError(f"no such manifest: {manifest} (or not a regular file)")
     items = []
-    lines = manifest.read_text(encoding="utf-8").splitlines()
+    try:
+        lines = manifest.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as error:
+        raise SourceError(f"{manifest}: not UTF-8 text ({error.reason} at byte {error.start})") from None
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue

@@ -243,3 +243,25 @@ def test_quiet_random_seed_and_unknown_words(sample_cli, tmp_path):
                                 "--out", tmp_path / "a")
     notes = [line for line in err.splitlines() if "note:" in line]
     assert status == 0 and len(notes) == 1 and "unknown to the embedded text encoder" in notes[0]
+
+
+def test_inputs_are_bounded_before_any_work(sample_cli, tmp_path):
+    import os
+
+    from imagen.cli.arguments import MAX_PROMPT_CHARS
+
+    big = tmp_path / "big.txt"
+    with open(big, "wb") as handle:
+        handle.truncate(17 * 2**20)  # 17 MB of zeros, sparse
+    status, _, err = sample_cli("--prompts-file", big, "--out", tmp_path / "o")
+    assert status == 2 and "is over 16 MB" in err and err.count("\n") == 1
+    fifo = tmp_path / "fifo.txt"
+    os.mkfifo(fifo)
+    status, _, err = sample_cli("--prompts-file", fifo, "--out", tmp_path / "o")
+    assert status == 2 and "is a FIFO, not a regular file" in err
+    status, _, err = sample_cli("--prompt", PROMPT, "--num-images", 10**9, "--out", tmp_path / "o")
+    assert status == 2 and "images need about" in err and "--no-memory-check" in err and not (tmp_path / "o").exists()
+    long_prompt = " ".join([PROMPT] * 100)
+    status, _, err = sample_cli("--prompt", long_prompt, "--stop-at-stage", 1, "--out", tmp_path / "long.png")
+    assert status == 0 and f"cut to {MAX_PROMPT_CHARS}" in err
+    assert len(Image.open(tmp_path / "long.png").text["prompt"]) == MAX_PROMPT_CHARS

@@ -28,13 +28,15 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps
 
+from imagen.io import MAX_TEXT_BYTES, check_regular_file, read_bounded
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
 MIN_SIDE_FRACTION = 1 / 4
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 
 REASONS = ("missing image", "unreadable image", "truncated image", "decompression bomb", "image too small",
-           "unsupported image mode", "missing caption", "empty caption", "non-UTF-8 caption", "bad manifest row",
-           "unreadable shard")
+           "unsupported image mode", "missing caption", "unreadable caption", "empty caption", "non-UTF-8 caption",
+           "bad manifest row", "unreadable shard")
 
 
 class BadSample(Exception):
@@ -72,12 +74,17 @@ def decode_caption(data: bytes | str | None) -> str:
 
 
 def read_caption(path: str | os.PathLike) -> str:
-    """The caption stored in the text file at `path` (see `decode_caption`)."""
+    """The caption stored in the text file at `path` (see `decode_caption`): its first MAX_TEXT_BYTES only (a
+    tokenizer reads at most a few hundred tokens), and only from a regular file."""
     try:
-        with open(path, "rb") as file:
-            return decode_caption(file.read())
+        data = read_bounded(path)
     except FileNotFoundError:
         raise BadSample("missing caption", f"no {os.fspath(path)}") from None
+    except OSError as error:
+        raise BadSample("unreadable caption", error.strerror or str(error)) from None
+    if len(data) == MAX_TEXT_BYTES:
+        data = data.decode("utf-8", errors="ignore").encode("utf-8")  # a character cut at the limit
+    return decode_caption(data)
 
 
 def open_image(source: str | os.PathLike | bytes, *, min_size: int = 1, max_pixels: int = MAX_PIXELS) -> Image.Image:
@@ -85,6 +92,8 @@ def open_image(source: str | os.PathLike | bytes, *, min_size: int = 1, max_pixe
     (EXIF orientation applied). Raises BadSample for every way it can be unusable (see module doc)."""
     file = io.BytesIO(source) if isinstance(source, bytes) else source
     try:
+        if not isinstance(source, bytes):
+            check_regular_file(source)
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(file) as image:

@@ -138,3 +138,29 @@ def test_webdataset_build_returns_a_stream(tmp_path, files):
     files.write(tmp_path / "one.tar", b"")
     stream = build_dataset(DataConfig(source=str(tmp_path / "one.tar")), 32, rank=1, world_size=2)
     assert isinstance(stream, WebDatasetStream) and (stream.rank, stream.world_size) == (1, 2)
+
+
+def test_special_files_are_skipped_never_opened_and_long_captions_are_bounded(image_folder, files):
+    import os
+
+    from imagen.io import MAX_TEXT_BYTES
+    from trainers.data.images import open_image
+
+    root = image_folder(10)
+    names = sorted(root.rglob("*.txt"))
+    names[0].unlink()
+    os.mkfifo(names[0])  # a FIFO as a caption: opening it would block forever
+    names[1].unlink()
+    names[1].mkdir()  # a directory as a caption
+    names[2].unlink()
+    names[2].symlink_to(names[2])  # a symlink loop
+    files.write(names[3], "long " * 100_000)  # 500 kB
+    dataset = _build(root)
+    assert len(dataset) == 7
+    assert dict(dataset.report.skipped) == {"unreadable caption": 3}
+    captions = [entry.caption for entry in dataset.entries]
+    assert max(len(c) for c in captions) <= MAX_TEXT_BYTES
+    fifo_image = root / "fifo.png"
+    os.mkfifo(fifo_image)
+    with pytest.raises(Exception, match="FIFO"):
+        open_image(fifo_image)
