@@ -48,6 +48,18 @@ def read_bounded(path: str | Path, limit: int = MAX_TEXT_BYTES) -> bytes:
         return handle.read(limit)
 
 
+def available_memory() -> int | None:
+    """MemAvailable of /proc/meminfo in bytes, or None where there is none."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
 def sha256(data: bytes) -> str:
     """The hex SHA-256 of `data`: the digest recorded for every weight and checkpoint file."""
     return hashlib.sha256(data).hexdigest()

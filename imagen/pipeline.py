@@ -22,6 +22,7 @@ from torch import nn
 from configs import RunConfig
 
 from . import checkpoint
+from .io import available_memory
 from .noise import generators
 from .options import SamplingOptions, StageOptions, StageValue, per_stage
 from .output import ImagenOutput, check_output_type
@@ -45,6 +46,7 @@ class Imagen(nn.Module):
         """A freshly initialised cascade, with the text encoder the config names. `device`: None (the CPU),
         "auto" (a GPU if there is one, else the CPU), or any torch device."""
         device = resolve_device(device)
+        check_model_size(config)
         return cls(config, load_text_encoder(config.text, device=device)).to(device)
 
     @classmethod
@@ -58,6 +60,7 @@ class Imagen(nn.Module):
         dtype = torch.float32 if dtype is None else parse_dtype(dtype)
         directory = checkpoint.resolve_model(name_or_path)
         config, identity, weights = checkpoint.read_model(directory)
+        check_model_size(config, directory)
         encoder = text_encoder or load_text_encoder(config.text, device=device)
         _check_text_encoder(identity, encoder, directory)
         pipe = cls(config, encoder)
@@ -358,6 +361,29 @@ def _negative_prompts(negative_prompt: str | Sequence[str] | None, count: int) -
         raise ValueError(f"got {len(negatives)} negative prompts for {count} prompts: give one for all, or one "
                          "per prompt")
     return negatives
+
+
+MAX_RESOLUTION = 4096
+
+
+def check_model_size(config: RunConfig, where: Path | None = None) -> None:
+    """ValueError, before anything is allocated, for a config whose U-Nets would not fit this machine's memory
+    (counted on the meta device) or whose resolution is beyond any cascade (MAX_RESOLUTION px)."""
+    from unets import EfficientUNet
+
+    source = f"{where / checkpoint.CONFIG_FILE}: " if where else ""
+    total = 0
+    for name, stage in config.stages().items():
+        if stage.resolution > MAX_RESOLUTION:
+            raise ValueError(f"{source}stage {name} has resolution {stage.resolution}, above {MAX_RESOLUTION} px: the "
+                             "config is damaged or not meant for this library")
+        with torch.device("meta"):
+            net = EfficientUNet(stage.unet, text_dim=8, lowres_cond=stage.is_super_resolution)
+        total += sum(p.numel() for p in net.parameters())
+    available = available_memory()
+    if available is not None and 4 * total > available:
+        raise ValueError(f"{source}the U-Nets have {total:,} parameters ({4 * total / 2**30:,.1f} GiB in float32), "
+                         f"more than the {available / 2**30:,.1f} GiB of memory available")
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:

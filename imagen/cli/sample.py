@@ -56,6 +56,7 @@ def _run(args: argparse.Namespace) -> int:
 def check_memory(session: Session) -> None:
     """Refuse, before sampling, a run whose images (every stage run is held until written) need more memory
     than is available."""
+    from ..io import available_memory
     from .common import UsageError
 
     count = len(session.prompts) * (session.args.num_images if not session.args.sweep else 1)
@@ -65,18 +66,6 @@ def check_memory(session: Session) -> None:
         raise UsageError(f"{count:,} images need about {needed / 2**30:,.1f} GiB to hold, more than the "
                          f"{available / 2**30:,.1f} GiB available: make fewer images per run (or add "
                          "--no-memory-check)")
-
-
-def available_memory() -> int | None:
-    """MemAvailable of /proc/meminfo, in bytes (None where there is none)."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
 
 
 def _note(message, *_) -> None:

@@ -199,3 +199,22 @@ def test_no_pickle_anywhere(tiny_model_dir):
     for path in tiny_model_dir.iterdir():
         assert path.suffix in (".json", ".safetensors"), path
         assert not path.read_bytes().startswith(b"\x80"), path  # pickle protocol header
+
+
+def test_absurd_sizes_in_a_saved_config_are_refused_before_allocating(tiny_model_dir, tmp_path):
+    import json
+    import shutil
+
+    from imagen import Imagen
+
+    for key, value, message in (("channels", 10**7, "parameters"), ("resolution", 2**20, "above 4096 px")):
+        damaged = tmp_path / key
+        shutil.copytree(tiny_model_dir, damaged)
+        document = json.loads((damaged / "config.json").read_text())
+        if key == "channels":
+            document["config"]["base"]["unet"]["channels"] = value
+        else:
+            document["config"]["sr2"]["resolution"] = value
+        (damaged / "config.json").write_text(json.dumps(document))
+        with pytest.raises(ValueError, match=message):
+            Imagen.from_pretrained(damaged)
