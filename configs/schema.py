@@ -171,6 +171,7 @@ class TrainConfig:
     caption_drop_prob: float = 0.1  # captions dropped to the null condition (classifier-free guidance)
     crop_size: int = 0  # SR stages: train on random crops of this size (0 = full resolution)
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    compile: bool = False  # torch.compile the U-Net (pays on long runs only: bench/mfu.py --levers)
     seed: int = 0
     log_every: int = 10
     checkpoint_every: int = 500

@@ -69,6 +69,13 @@ class Imagen(nn.Module):
             checkpoint.load_weights(stage.net, weights[name], directory / checkpoint.weights_file(name))
         return pipe.to(device, dtype).eval()
 
+    def compile(self, **kwargs: Any) -> Imagen:
+        """torch.compile every stage's U-Net in place (`kwargs`: those of torch.compile); the first call of each
+        stage pays the compile. Returns the pipe."""
+        for stage in self.stages.values():
+            stage.net.compile(**kwargs)
+        return self
+
     def save_pretrained(self, directory: str | Path, dtype: torch.dtype | None = None,
                         state_dicts: dict[str, dict[str, torch.Tensor]] | None = None) -> Path:
         """Write config.json + one safetensors file per stage (`dtype`, e.g. torch.float16, to ship smaller).

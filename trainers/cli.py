@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--export-step", type=int, help="with --export: the checkpoint at this step instead")
     parser.add_argument("--export-to", type=Path, help="with --export: write the model here instead of --output")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs still written)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile each selected stage's U-Net (train.compile; a cold start of minutes on a "
+                             "CPU, so it pays on long runs only)")
     return parser
 
 
@@ -91,6 +94,8 @@ def resolve(args: argparse.Namespace, init_config=None):
             extra.append(f"{name}.train.max_steps={args.max_steps}")
         if args.minutes is not None:
             extra.append(f"{name}.train.max_minutes={args.minutes}")
+        if args.compile:
+            extra.append(f"{name}.train.compile=true")
     if extra:
         config = load_config(source, overrides + extra)
     return config, stages

@@ -84,6 +84,8 @@ class StageTrainer:
         self.per_rank, self.micro = per_rank, micro
         torch.manual_seed(self.train.seed)  # the same initial weights in every process
         self.stage = Stage(self.config, text_encoder.embed_dim)
+        if self.train.compile:
+            self.stage.net.compile()  # in place: the state dict keeps its names
         self.ema = build_ema(self.stage.net, self.train)
         self.optimizer = build_optimizer(self.stage.parameters(), self.train)
         self.scheduler = build_scheduler(self.optimizer, self.train)

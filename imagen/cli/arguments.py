@@ -123,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dtype", choices=PRECISIONS, default="float32",
                      help="precision of the U-Nets (default float32; bfloat16 or float16 halve their memory, e.g. "
                           "on a GPU; on a CPU bfloat16 is close to float32, float16 is slow)")
+    run.add_argument("--compile", action="store_true",
+                     help="torch.compile the U-Nets first (minutes of compiling on a CPU: pays only for many images)")
     run.add_argument("--max-batch-size", type=int, metavar="N",
                      help="images sampled together at most (less memory; results do not change)")
     run.add_argument("--no-memory-check", action="store_true",

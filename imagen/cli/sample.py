@@ -39,6 +39,8 @@ def _run(args: argparse.Namespace) -> int:
     from ..pipeline import Imagen, resolve_device
 
     pipe = Imagen.from_pretrained(args.model, device=resolve_device(args.device), dtype=args.dtype)
+    if args.compile:
+        pipe.compile()
     session = Session(args, prompts, seed, pipe, mode.options(pipe, args), output)
     if not args.no_memory_check:
         check_memory(session)

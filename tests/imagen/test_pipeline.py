@@ -264,3 +264,15 @@ def test_half_precision_weights_sample_in_float32_between_calls(tiny_model_dir, 
     for name in a:
         assert b[name].dtype == torch.float32
         assert (a[name] - b[name]).abs().mean() < 0.05
+
+
+def test_compile_keeps_the_weights_names_and_the_images(tiny_model_dir):
+    from imagen import Imagen
+
+    plain = Imagen.from_pretrained(tiny_model_dir)
+    compiled = Imagen.from_pretrained(tiny_model_dir).compile(backend="eager")  # the wiring, without a C++ build
+    assert list(compiled.stages["base"].net.state_dict()) == list(plain.stages["base"].net.state_dict())
+    a = plain.generate([PROMPTS[0]], seed=2, progress=False)
+    b = compiled.generate([PROMPTS[0]], seed=2, progress=False)
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=ATOL, rtol=0)

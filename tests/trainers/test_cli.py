@@ -105,3 +105,10 @@ def test_init_from_refuses_another_architecture_in_one_line(tmp_path, capsys, ti
     code, _, err = _run(["--init-from", str(tmp_path / "first"), "--output", str(tmp_path / "tuned"), *extra,
                          "--max-steps", "1", "--no-progress"], capsys)
     assert code == 2 and err.count("\n") == 1 and message in err, err
+
+
+def test_compile_flag_sets_train_compile_for_the_selected_stages(tmp_path, capsys):
+    code, out, _ = _run(["--config", "shapes-tiny", "--output", str(tmp_path / "r"), "--dry-run", "--compile",
+                         "--stage", "sr1"], capsys)
+    config = json.loads(out)
+    assert code == 0 and config["sr1"]["train"]["compile"] is True and config["base"]["train"]["compile"] is False
