@@ -32,6 +32,7 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 
 from bench.common import emit, machine, median_time  # noqa: E402
+from trainers.plan import unet_inputs  # noqa: E402
 
 TEXT_LEN = 16
 
@@ -56,21 +57,11 @@ class Workload:
     def __init__(self, name: str, net: torch.nn.Module, text_dim: int, lowres: bool, train_batch: int,
                  train_size: int, sample_batch: int, sample_size: int):
         self.name, self.net, self.lowres = name, net, lowres
-        self.train_inputs = self._inputs(train_batch, train_size, text_dim)
-        self.sample_inputs = self._inputs(sample_batch, sample_size, text_dim)
+        self.train_inputs = unet_inputs(train_batch, train_size, text_dim, TEXT_LEN, lowres)
+        self.sample_inputs = unet_inputs(sample_batch, sample_size, text_dim, TEXT_LEN, lowres)
         self.optimizer = torch.optim.AdamW(net.parameters(), lr=1e-5)
         self.shapes = {"train_batch": train_batch, "train_size": train_size, "sample_batch": sample_batch,
                        "sample_size": sample_size}
-
-    def _inputs(self, batch: int, size: int, text_dim: int) -> tuple[tuple, dict]:
-        generator = torch.Generator().manual_seed(0)
-        kwargs = {"text_embeds": torch.randn(batch, TEXT_LEN, text_dim, generator=generator),
-                  "text_mask": torch.ones(batch, TEXT_LEN, dtype=torch.bool),
-                  "drop_text": torch.zeros(batch, dtype=torch.bool)}
-        if self.lowres:
-            kwargs |= {"lowres": torch.randn(batch, 3, size, size, generator=generator),
-                       "lowres_level": torch.full((batch,), 0.1)}
-        return (torch.randn(batch, 3, size, size, generator=generator), torch.rand(batch, generator=generator)), kwargs
 
     def forward_backward(self, net=None) -> None:
         (x, t), kwargs = self.train_inputs
@@ -133,13 +124,17 @@ def measure(load: Workload, rate: float, repeats: int) -> dict:
     sample_flops = count_flops(load.sample_forward)
     train_s, _ = median_time(load.train_step, repeats, warmup=1)
     sample_s, _ = median_time(load.sample_forward, repeats, warmup=1)
-    return {**load.shapes, "train_gflop": round(train_flops / 1e9, 2), "train_s": round(train_s, 4),
-            "train_gflops": round(train_flops / train_s / 1e9, 1),
-            "train_mfu": round(train_flops / train_s / 1e9 / rate, 3),
-            "sample_gflop": round(sample_flops / 1e9, 2), "sample_s": round(sample_s, 4),
-            "sample_gflops": round(sample_flops / sample_s / 1e9, 1),
-            "sample_mfu": round(sample_flops / sample_s / 1e9 / rate, 3),
+    return {**load.shapes, "train_gflop": _sig(train_flops / 1e9), "train_s": _sig(train_s),
+            "train_gflops": _sig(train_flops / train_s / 1e9), "train_mfu": _sig(train_flops / train_s / 1e9 / rate),
+            "sample_gflop": _sig(sample_flops / 1e9), "sample_s": _sig(sample_s),
+            "sample_gflops": _sig(sample_flops / sample_s / 1e9),
+            "sample_mfu": _sig(sample_flops / sample_s / 1e9 / rate),
             "train_time_by_op": breakdown(load.train_step), "sample_time_by_op": breakdown(load.sample_forward)}
+
+
+def _sig(value: float) -> float:
+    """Three significant digits, for the JSON."""
+    return float(f"{value:.3g}")
 
 
 def levers(load: Workload, repeats: int) -> dict:

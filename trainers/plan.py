@@ -121,7 +121,7 @@ def measure_activations(config: StageConfig, text_dim: int, text_length: int, si
     kept: dict[int, int] = {}
     keep = _keeper(net, kept)
 
-    inputs = _inputs(config, text_dim, text_length, size, batch)
+    inputs = unet_inputs(batch, size, text_dim, text_length, config.is_super_resolution)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
     with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t), autocast:
         net(*inputs[0], **inputs[1])
@@ -173,16 +173,16 @@ def _keeper(net: torch.nn.Module, kept: dict[int, int]):
     return keep
 
 
-def _inputs(config: StageConfig, text_dim: int, text_length: int, size: int, batch: int):
+def unet_inputs(batch: int, size: int, text_dim: int, text_length: int, lowres: bool) -> tuple[tuple, dict]:
+    """Random inputs of a U-Net training or sampling forward: ((x, t), keyword arguments), seeded."""
     generator = torch.Generator().manual_seed(0)
-    x = torch.randn(batch, 3, size, size, generator=generator)
     kwargs = {"text_embeds": torch.randn(batch, text_length, text_dim, generator=generator),
               "text_mask": torch.ones(batch, text_length, dtype=torch.bool),
               "drop_text": torch.zeros(batch, dtype=torch.bool)}
-    if config.is_super_resolution:
+    if lowres:
         kwargs |= {"lowres": torch.randn(batch, 3, size, size, generator=generator),
                    "lowres_level": torch.full((batch,), 0.1)}
-    return (x, torch.full((batch,), 0.5)), kwargs
+    return (torch.randn(batch, 3, size, size, generator=generator), torch.rand(batch, generator=generator)), kwargs
 
 
 def plan(config: RunConfig, stages: list[str]) -> list[StagePlan]:

@@ -1,7 +1,6 @@
 """A run killed with SIGKILL (or stopped with SIGTERM) and resumed reproduces the uninterrupted run's losses
 bit for bit, and its checkpoints are never left half-written."""
 
-import json
 import os
 import signal
 import subprocess
@@ -9,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from bench.soak import losses
 from trainers.checkpoints import list_checkpoints, load_checkpoint
 
 STEPS = 8
@@ -24,25 +24,12 @@ def _env():
     return {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
 
-def _losses(run_dir: Path) -> dict[int, float]:
-    """Loss per step; a step logged twice (after a resume) keeps its last record."""
-    losses = {}
-    for line in (run_dir / "base" / "metrics.jsonl").read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # the line a kill tore
-        if "loss" in record and not record.get("skipped"):
-            losses[record["step"]] = record["loss"]
-    return losses
-
-
 def _start_and_stop(run_dir: Path, overrides: list[str], sig: int, after_step: int) -> subprocess.Popen:
     process = subprocess.Popen(_command(run_dir, overrides), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     metrics = run_dir / "base" / "metrics.jsonl"
     deadline = time.time() + 240
     while time.time() < deadline:
-        if metrics.is_file() and len(_losses(run_dir)) >= after_step:
+        if metrics.is_file() and len(losses(run_dir)) >= after_step:
             break
         time.sleep(0.05)
     process.send_signal(sig)
@@ -61,8 +48,8 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path, tiny_overrides):
     resumed = subprocess.run(_command(tmp_path / "killed", tiny_overrides, "--resume"), env=_env(),
                              capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert _losses(tmp_path / "killed") == _losses(tmp_path / "whole")
-    assert len(_losses(tmp_path / "whole")) == STEPS
+    assert losses(tmp_path / "killed") == losses(tmp_path / "whole")
+    assert len(losses(tmp_path / "whole")) == STEPS
 
 
 def test_sigterm_checkpoints_and_exits_130(tmp_path, tiny_overrides):
@@ -70,4 +57,4 @@ def test_sigterm_checkpoints_and_exits_130(tmp_path, tiny_overrides):
     assert stopped.returncode == 130, stopped.stderr.read().decode()[-2000:]
     assert "continue with: imagen-train" in stopped.stderr.read().decode()
     step, _ = load_checkpoint(list_checkpoints(tmp_path / "base" / "checkpoints")[-1])
-    assert step == max(_losses(tmp_path))
+    assert step == max(losses(tmp_path))
