@@ -172,6 +172,9 @@ class TrainConfig:
     crop_size: int = 0  # SR stages: train on random crops of this size (0 = full resolution)
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     compile: bool = False  # torch.compile the U-Net (pays on long runs only: bench/mfu.py --levers)
+    lora_rank: int = 0  # > 0: train LoRA adapters of this rank on a model given by --init-from, not the weights
+    lora_alpha: float = 0.0  # LoRA scale numerator (alpha / rank); 0 = the rank
+    lora_conv: bool = False  # also adapt the residual blocks' 3x3 convolutions
     seed: int = 0
     log_every: int = 10
     checkpoint_every: int = 500
@@ -187,6 +190,7 @@ class TrainConfig:
         _check(self.lr > 0, f"lr must be positive, got {self.lr}")
         _check(0.0 <= self.caption_drop_prob <= 1.0, "caption_drop_prob must be in [0, 1]")
         _check(0.0 <= self.ema_decay < 1.0, "ema_decay must be in [0, 1)")
+        _check(self.lora_rank >= 0 and self.lora_alpha >= 0, "lora_rank and lora_alpha must be >= 0")
         _check(self.crop_size >= 0 and self.max_minutes >= 0 and self.sample_every >= 0,
                "crop_size, max_minutes and sample_every must be >= 0")
 

@@ -40,6 +40,7 @@ class Imagen(nn.Module):
         self.text_encoder = text_encoder
         self.stages = nn.ModuleDict({name: Stage(cfg, text_encoder.embed_dim) for name, cfg in config.stages().items()})
         self.name_or_path: str | None = None  # what from_pretrained loaded
+        self.loras: list[dict] = []  # the LoRA adapters added by load_lora, recorded with every image
 
     @classmethod
     def from_config(cls, config: RunConfig, device: str | torch.device | None = None) -> Imagen:
@@ -68,6 +69,17 @@ class Imagen(nn.Module):
         for name, stage in pipe.stages.items():
             checkpoint.load_weights(stage.net, weights[name], directory / checkpoint.weights_file(name))
         return pipe.to(device, dtype).eval()
+
+    def load_lora(self, directory: str | Path, scale: float = 1.0, merge: bool = False,
+                  name: str | None = None) -> str:
+        """Add LoRA adapters trained with `imagen-train --init-from MODEL --lora RANK` (a directory holding
+        lora.json and lora.safetensors) at `scale`; several can be loaded, each with its scale. `merge` adds
+        them into the weights. Returns the adapter's name; see imagen.lora."""
+        from .lora import load_lora
+
+        name = load_lora(self, directory, scale=scale, merge=merge, name=name)
+        self.loras.append({"adapter": str(directory), "name": name, "scale": scale, "merged": merge})
+        return name
 
     def compile(self, **kwargs: Any) -> Imagen:
         """torch.compile every stage's U-Net in place (`kwargs`: those of torch.compile); the first call of each
@@ -138,7 +150,8 @@ class Imagen(nn.Module):
         device and precision."""
         return {"model": self.name_or_path, "text_encoder": self.config.text.name, "device": str(self.device),
                 "dtype": str(next(self.parameters()).dtype).removeprefix("torch."),
-                "resolutions": {name: stage.resolution for name, stage in self.stages.items()}}
+                "resolutions": {name: stage.resolution for name, stage in self.stages.items()},
+                **({"lora": list(self.loras)} if self.loras else {})}
 
     @torch.no_grad()
     def run(self, request: Request, *, edit: StageEdit | None = None, start: torch.Tensor | None = None

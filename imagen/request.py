@@ -39,6 +39,7 @@ class Request:
                   "seed": seed if isinstance(seed, int) else None, "index": index, "stage": stage,
                   "resolution": resolutions.get(stage), "device": self.model.get("device"),
                   "dtype": self.model.get("dtype"), "text_encoder": self.model.get("text_encoder"),
+                  **({"lora": self.model["lora"]} if self.model.get("lora") else {}),
                   "stages": {name: {"resolution": resolutions.get(name), **self.options[name].as_dict()}
                              for name in names[: names.index(stage) + 1]}}
         return {**record, **(extra or {})}

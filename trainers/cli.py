@@ -36,6 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="fine-tune: start every trained stage from this model's weights (a shipped name such as "
                              "shapes, a model or run directory, or a hub name in the local cache) with a fresh "
                              "optimiser; its config is used unless --config is given (--set still applies)")
+    parser.add_argument("--lora", type=int, metavar="RANK",
+                        help="with --init-from: train LoRA adapters of this rank on the model's attention "
+                             "projections instead of its weights, and write them (lora.safetensors, lora.json) to "
+                             "--output for imagen-sample --lora")
+    parser.add_argument("--lora-conv", action="store_true", help="with --lora: also adapt the 3x3 convolutions")
     parser.add_argument("--max-steps", type=int, help="train each selected stage for this many steps")
     parser.add_argument("--minutes", type=float, help="wall-clock budget per selected stage, in minutes")
     parser.add_argument("--resume", action="store_true",
@@ -96,6 +101,10 @@ def resolve(args: argparse.Namespace, init_config=None):
             extra.append(f"{name}.train.max_minutes={args.minutes}")
         if args.compile:
             extra.append(f"{name}.train.compile=true")
+        if args.lora is not None:
+            extra.append(f"{name}.train.lora_rank={args.lora}")
+        if args.lora_conv:
+            extra.append(f"{name}.train.lora_conv=true")
     if extra:
         config = load_config(source, overrides + extra)
     return config, stages
@@ -149,6 +158,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"imagen-train: checkpoint saved; continue with: imagen-train --output {args.output} --resume",
               file=sys.stderr)
         return 130
+    if args.lora is not None:
+        print(f"imagen-train: LoRA adapters written to {args.output}; try: imagen-sample --model {args.init_from} "
+              f"--lora {args.output} --prompt \"a large red circle at the center on a blue background\"",
+              file=sys.stderr)
+        return 0
     print(f"imagen-train: model exported to {args.output}; try: imagen-sample --model {args.output} "
           f"--prompt \"a large red circle at the center on a blue background\"", file=sys.stderr)
     return 0

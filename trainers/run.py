@@ -23,8 +23,9 @@ import torch
 from accelerate import Accelerator
 
 from configs import RunConfig, to_json
-from imagen import checkpoint
+from imagen import checkpoint, lora
 from imagen.io import atomic_write
+from imagen.lora import adapter_weights
 from imagen.text import load_text_encoder
 
 from .trainer import StageResult, StageTrainer
@@ -41,11 +42,12 @@ class InitModel:
     config: RunConfig
     text_identity: dict
     weights: dict[str, dict[str, torch.Tensor]]
+    name: str = ""  # as the user named it (a shipped name, a directory): what LoRA adapters refer to
 
     @classmethod
     def load(cls, name_or_path: str | Path) -> InitModel:
         directory = checkpoint.resolve_model(name_or_path)
-        return cls(directory, *checkpoint.read_model(directory))
+        return cls(directory, *checkpoint.read_model(directory), name=str(name_or_path))
 
     def stage_weights(self, name: str) -> dict[str, torch.Tensor]:
         if name not in self.weights:
@@ -98,6 +100,9 @@ def train_run(config: RunConfig, run_dir: Path, stages: list[str], *, resume: bo
     """Train `stages` in order (resuming each from its newest checkpoint when `resume`), exporting after each.
     A stage with no checkpoint to resume starts from `init`'s weights when given (fine-tuning). Stops early,
     with everything saved, if a stage is interrupted."""
+    lora = [name for name in stages if config.stages()[name].train.lora_rank]
+    if lora and init is None:
+        raise ValueError("LoRA (--lora) adapts a trained model: give it with --init-from MODEL")
     accelerator = accelerator or Accelerator(mixed_precision=_mixed_precision(config, stages))
     encoder = load_text_encoder(config.text, device=accelerator.device)
     if init is not None:
@@ -111,7 +116,10 @@ def train_run(config: RunConfig, run_dir: Path, stages: list[str], *, resume: bo
             trainer.start_from(init.stage_weights(name), init.directory / checkpoint.weights_file(name))
         result = trainer.fit(max_steps)
         results[name] = result
-        if accelerator.is_main_process:
+        if accelerator.is_main_process and name in lora:
+            export_lora(run_dir, config.stages()[name].train, init.name, encoder.identity,
+                        {name: adapter_weights(result.ema_state)})
+        elif accelerator.is_main_process:
             export(run_dir, config, encoder.identity, {name: result.ema_state})
         accelerator.wait_for_everyone()
         if result.reason == "interrupted":
@@ -139,6 +147,16 @@ def export(run_dir: Path, config: RunConfig, text_identity: dict, weights: dict)
             if name not in weights and (run_dir / f"{name}.safetensors").is_file():
                 previous[name] = checkpoint.load_stage_weights(run_dir / f"{name}.safetensors")
     checkpoint.write_model(run_dir, config, text_identity, {**previous, **weights})
+
+
+def export_lora(run_dir: Path, train, base_model: str, text_identity: dict,
+                weights: dict[str, dict[str, torch.Tensor]]) -> None:
+    """(Re)write the run's adapters (imagen.lora) with `weights` plus the stages exported before."""
+    previous = {}
+    if (run_dir / lora.CONFIG_FILE).is_file():
+        previous = {k: v for k, v in lora.read_lora(run_dir)[1].items() if k not in weights}
+    lora.save_lora(run_dir, {**previous, **weights}, base_model=base_model, rank=train.lora_rank,
+                   alpha=train.lora_alpha or train.lora_rank, conv=train.lora_conv, text_encoder=text_identity)
 
 
 def export_checkpoint(run_dir: Path, config: RunConfig, stages: list[str], *, step: int | None = None,

@@ -23,6 +23,7 @@ from accelerate import Accelerator
 
 from configs import RunConfig
 from imagen import checkpoint
+from imagen.lora import add_lora, has_lora, load_base_weights
 from imagen.stage import Stage, draw_training_noise
 from imagen.text import TextEncoder
 
@@ -84,6 +85,8 @@ class StageTrainer:
         self.per_rank, self.micro = per_rank, micro
         torch.manual_seed(self.train.seed)  # the same initial weights in every process
         self.stage = Stage(self.config, text_encoder.embed_dim)
+        if self.train.lora_rank:
+            add_lora(self.stage.net, self.train.lora_rank, self.train.lora_alpha, self.train.lora_conv)
         if self.train.compile:
             self.stage.net.compile()  # in place: the state dict keeps its names
         self.ema = build_ema(self.stage.net, self.train)
@@ -130,7 +133,7 @@ class StageTrainer:
         """Start from trained U-Net weights (fine-tuning; the optimiser and schedule start fresh), live and EMA;
         ValueError naming the first tensor that does not fit this stage's architecture."""
         net = self.acc.unwrap_model(self.model).net
-        checkpoint.load_weights(net, weights, path)
+        (load_base_weights if has_lora(net) else checkpoint.load_weights)(net, weights, path)
         self.ema.copy_params_from_model_to_ema()
 
     def save(self, loader) -> None:

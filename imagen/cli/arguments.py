@@ -123,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dtype", choices=PRECISIONS, default="float32",
                      help="precision of the U-Nets (default float32; bfloat16 or float16 halve their memory, e.g. "
                           "on a GPU; on a CPU bfloat16 is close to float32, float16 is slow)")
+    run.add_argument("--lora", action="append", default=[], metavar="DIR[:SCALE]",
+                     help="LoRA adapters (imagen-train --lora) to add, at SCALE (default 1); repeat for several")
+    run.add_argument("--lora-merge", action="store_true", help="merge the --lora adapters into the weights")
     run.add_argument("--compile", action="store_true",
                      help="torch.compile the U-Nets first (minutes of compiling on a CPU: pays only for many images)")
     run.add_argument("--max-batch-size", type=int, metavar="N",
@@ -207,6 +210,21 @@ def read_seed(value: str) -> int:
         return int(value)
     except ValueError:
         raise UsageError(f"--seed must be an integer or 'random', got {value!r}") from None
+
+
+def read_loras(args: argparse.Namespace) -> list[tuple[Path, float]]:
+    """--lora DIR[:SCALE] items, checked to name adapter directories."""
+    loras = []
+    for item in args.lora:
+        path, sep, scale = item.rpartition(":") if ":" in item else (item, "", "")
+        try:
+            value = float(scale) if sep else 1.0
+        except ValueError:
+            path, value = item, 1.0
+        if not (Path(path) / "lora.json").is_file():
+            raise UsageError(f"--lora {item!r}: {path} holds no lora.json (a directory written by imagen-train --lora)")
+        loras.append((Path(path), value))
+    return loras
 
 
 def stop_at_stage(args: argparse.Namespace) -> int | str | None:

@@ -20,7 +20,7 @@ import argparse
 import sys
 import warnings
 
-from .arguments import PROG, build_parser, read_prompts, read_seed
+from .arguments import PROG, build_parser, read_loras, read_prompts, read_seed
 from .common import run_main
 from .modes import Session, select_mode
 from .output import Output
@@ -33,12 +33,15 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     prompts = read_prompts(args)
     seed = read_seed(args.seed)
+    loras = read_loras(args)
     mode = select_mode(args, prompts)
     output = Output(args.out, overwrite=args.overwrite)
     output.check()
     from ..pipeline import Imagen, resolve_device
 
     pipe = Imagen.from_pretrained(args.model, device=resolve_device(args.device), dtype=args.dtype)
+    for path, scale in loras:
+        pipe.load_lora(path, scale=scale, merge=args.lora_merge)
     if args.compile:
         pipe.compile()
     session = Session(args, prompts, seed, pipe, mode.options(pipe, args), output)

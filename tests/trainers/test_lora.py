@@ -1,0 +1,88 @@
+"""LoRA: adapters trained on a model (imagen-train --init-from M --lora RANK), written as their own small file,
+loaded back onto M at a scale (0 = M itself), merged or not, from the library and from imagen-sample."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from trainers.cli import main
+
+pytest.importorskip("peft")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """(a tiny base-only model with random non-zero weights, adapters trained on it for 4 steps)."""
+    from imagen import Imagen
+    from tests.trainers.conftest import TINY_BASE
+
+    root = tmp_path_factory.mktemp("lora")
+    sets = [x for o in [*TINY_BASE, "sr1=none", "sr2=none", "base.train.max_steps=1"] for x in ("--set", o)]
+    assert main(["--config", "shapes-tiny", "--output", str(root / "trained"), "--no-progress", *sets]) == 0
+    pipe = Imagen.from_pretrained(root / "trained")
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # an output convolution at zero would hide what the adapters do
+        for parameter in pipe.stages.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.2)
+    pipe.save_pretrained(root / "model")
+    lora = ["--set", "base.train.lr=1e-2", "--set", "base.train.warmup_steps=0"]
+    assert main(["--init-from", str(root / "model"), "--lora", "4", "--output", str(root / "adapters"),
+                 "--max-steps", "4", "--no-progress", *lora]) == 0
+    return root / "model", root / "adapters"
+
+
+def test_adapters_are_their_own_small_file_referring_to_the_model(trained):
+    model, adapters = trained
+    document = json.loads((adapters / "lora.json").read_text())
+    assert document["base_model"] == str(model) and document["rank"] == 4 and document["stages"] == ["base"]
+    assert not (adapters / "config.json").exists()
+    size = (adapters / "lora.safetensors").stat().st_size
+    assert size < (model / "base.safetensors").stat().st_size / 2
+
+
+def test_scale_zero_is_the_model_and_merging_changes_nothing(trained):
+    from imagen import Imagen
+
+    model, adapters = trained
+    kwargs = {"seed": 3, "progress": False}
+    plain = Imagen.from_pretrained(model).generate(["a red circle"], **kwargs)["base"]
+    off = Imagen.from_pretrained(model)
+    off.load_lora(adapters, scale=0.0)
+    torch.testing.assert_close(off.generate(["a red circle"], **kwargs)["base"], plain, atol=1e-5, rtol=0)
+    on = Imagen.from_pretrained(model)
+    on.load_lora(adapters)
+    adapted = on.generate(["a red circle"], **kwargs)["base"]
+    assert (adapted - plain).abs().max() > 1e-3
+    merged = Imagen.from_pretrained(model)
+    merged.load_lora(adapters, merge=True)
+    torch.testing.assert_close(merged.generate(["a red circle"], **kwargs)["base"], adapted, atol=1e-4, rtol=0)
+    two = Imagen.from_pretrained(model)
+    two.load_lora(adapters, scale=0.5, name="one")
+    two.load_lora(adapters, scale=0.5, name="two")  # two halves: the whole adapter
+    torch.testing.assert_close(two.generate(["a red circle"], **kwargs)["base"], adapted, atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="already loaded"):
+        two.load_lora(adapters, name="one")
+
+
+def test_imagen_sample_takes_adapters_and_records_them(trained, tmp_path, capsys):
+    from PIL import Image
+
+    from imagen.cli import main as sample
+
+    model, adapters = trained
+    out = tmp_path / "x.png"
+    assert sample(["--model", str(model), "--prompt", "a red circle", "--lora", f"{adapters}:0.5", "--out",
+                   str(out), "--quiet"]) == 0
+    settings = json.loads(Image.open(out).text["settings"])
+    assert settings["lora"] == [{"adapter": str(adapters), "name": "adapters", "scale": 0.5, "merged": False}]
+    assert sample(["--model", str(model), "--prompt", "a red circle", "--lora", str(tmp_path), "--out",
+                   str(tmp_path / "y.png")]) == 2
+    assert "holds no lora.json" in capsys.readouterr().err
+
+
+def test_lora_needs_a_model_to_adapt(tmp_path, capsys):
+    assert main(["--config", "shapes-tiny", "--lora", "4", "--output", str(tmp_path / "r"), "--stage", "base"]) == 2
+    assert "give it with --init-from MODEL" in capsys.readouterr().err
