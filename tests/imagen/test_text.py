@@ -307,3 +307,18 @@ def test_embedded_build_is_reproducible(tmp_path):
     build.build(tmp_path)
     for name in build.TOKENIZER_FILES + build.MODEL_FILES:
         assert (tmp_path / name).read_bytes() == (EMBEDDED_DIR / name).read_bytes(), name
+
+
+def test_the_embedded_tokenizer_spells_any_new_word_without_the_unknown_token():
+    """Byte fallback: a word the vocabulary never saw (a new subject's rare token, any script) becomes its own
+    sequence of pieces, so fine-tuning can give it a meaning; `unknown_words` names such words."""
+    from configs.schema import TextEncoderConfig
+    from imagen.text import load_text_encoder
+
+    encoder = load_text_encoder(TextEncoderConfig())
+    tokenizer = encoder.tokenizer
+    words = ["zxq", "sks", "étoile", "★", "звезда"]
+    spelled = [tuple(tokenizer(word, add_special_tokens=False)["input_ids"]) for word in words]
+    assert all(tokenizer.unk_token_id not in ids for ids in spelled)
+    assert len(set(spelled)) == len(words)
+    assert encoder.unknown_words("a small zxq at the center") == ["zxq"]
