@@ -65,7 +65,7 @@ class Workload:
 
     def forward_backward(self, net=None) -> None:
         (x, t), kwargs = self.train_inputs
-        out = (net or self.net)(x, t, **kwargs)
+        out = (self.net if net is None else net)(x, t, **kwargs)
         torch.nn.functional.mse_loss(out, x).backward()
 
     def train_step(self, net=None) -> None:
@@ -78,7 +78,7 @@ class Workload:
         self.net.eval()
         (x, t), kwargs = self.sample_inputs
         with mode():
-            (net or self.net)(x, t, **kwargs)
+            (self.net if net is None else net)(x, t, **kwargs)
 
 
 def shipped_workloads() -> list[Workload]:
@@ -138,29 +138,35 @@ def _sig(value: float) -> float:
 
 
 def levers(load: Workload, repeats: int) -> dict:
-    """Each lever alone, as the time ratio baseline / lever (> 1: faster)."""
+    """Each lever alone, as the time ratio baseline / lever (> 1: faster); channels_last against NCHW whatever
+    the stage's default layout (the SR stages run channels_last)."""
     base_sample, _ = median_time(load.sample_forward, repeats, warmup=1)
     base_train, _ = median_time(load.train_step, repeats, warmup=1)
     out = {}
     no_grad, _ = median_time(lambda: load.sample_forward(mode=torch.no_grad), repeats, warmup=1)
     out["sample_no_grad_vs_inference_mode"] = round(base_sample / no_grad, 3)
-    load.net.to(memory_format=torch.channels_last)
-    cl_sample, _ = median_time(load.sample_forward, repeats, warmup=1)
-    cl_train, _ = median_time(load.train_step, repeats, warmup=1)
-    load.net.to(memory_format=torch.contiguous_format)
-    out["channels_last_sample_speedup"] = round(base_sample / cl_sample, 3)
-    out["channels_last_train_speedup"] = round(base_train / cl_train, 3)
-    compiled = torch.compile(load.net)
-    start = time.perf_counter()
-    load.sample_forward(compiled)
-    out["compile_sample_cold_s"] = round(time.perf_counter() - start, 1)
-    warm, _ = median_time(lambda: load.sample_forward(compiled), repeats, warmup=1)
-    out["compile_sample_speedup"] = round(base_sample / warm, 3)
-    start = time.perf_counter()
-    load.train_step(compiled)
-    out["compile_train_cold_s"] = round(time.perf_counter() - start, 1)
-    warm_train, _ = median_time(lambda: load.train_step(compiled), repeats, warmup=1)
-    out["compile_train_speedup"] = round(base_train / warm_train, 3)
+    kernels = [p for p in load.net.parameters() if p.dim() == 4]
+    nhwc = bool(kernels) and kernels[0].is_contiguous(memory_format=torch.channels_last) \
+        and not kernels[0].is_contiguous()
+    times = {}
+    for memory_format in (torch.contiguous_format, torch.channels_last):
+        load.net.to(memory_format=memory_format)
+        times[memory_format] = (median_time(load.sample_forward, repeats, warmup=1)[0],
+                                median_time(load.train_step, repeats, warmup=1)[0])
+    load.net.to(memory_format=torch.channels_last if nhwc else torch.contiguous_format)
+    out["default_layout"] = "channels_last" if nhwc else "contiguous"
+    out["channels_last_sample_speedup"] = round(times[torch.contiguous_format][0] / times[torch.channels_last][0], 3)
+    out["channels_last_train_speedup"] = round(times[torch.contiguous_format][1] / times[torch.channels_last][1], 3)
+    for kind, run, base in (("sample", load.sample_forward, base_sample), ("train", load.train_step, base_train)):
+        compiled = torch.compile(load.net, dynamic=False)  # one per shape: sampling and training differ
+        try:
+            start = time.perf_counter()
+            run(compiled)
+            out[f"compile_{kind}_cold_s"] = round(time.perf_counter() - start, 1)
+            warm, _ = median_time(lambda r=run, c=compiled: r(c), repeats, warmup=1)
+            out[f"compile_{kind}_speedup"] = round(base / warm, 3)
+        except Exception as error:  # noqa: BLE001 - a compiler failure is a finding of the bench
+            out[f"compile_{kind}_error"] = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
     return out
 
 
@@ -170,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--levers", action="store_true", help="also measure each lever (channels_last, no_grad, "
                                                                "torch.compile) on every workload")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("--only", help="comma-separated workload names (e.g. shapes-sr2) to measure alone")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -178,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     rate = matmul_gflops()
     print(f"fp32 matmul 2048^2: {rate:.1f} GFLOP/s", file=sys.stderr, flush=True)
     loads = shipped_workloads() + ([] if args.quick else bench_workloads())
+    if args.only:
+        loads = [load for load in loads if load.name in args.only.split(",")]
     stages, lever_rows = {}, {}
     for load in loads:
         stages[load.name] = measure(load, rate, repeats)
