@@ -115,7 +115,6 @@ def load_stage_weights(path: Path, stage: str | None = None, digest: str | None 
         raise ValueError(f"{path}: missing; the model config lists this stage but its weights are not there")
     try:
         data = path.read_bytes()
-        verify(path, data, digest)
         weights = load_safetensors(data)
     except (SafetensorError, OSError, ValueError) as e:
         raise ValueError(f"{path}: cannot be read as safetensors ({e}); the file is truncated or damaged") from None
@@ -123,6 +122,7 @@ def load_stage_weights(path: Path, stage: str | None = None, digest: str | None 
     if stage is not None and saved_for is not None and saved_for != stage:
         raise ValueError(f"{path}: holds the weights of stage {saved_for!r}, not {stage!r}; the files of the model "
                          "directory were mixed up")
+    verify(path, data, digest)
     return weights
 
 
