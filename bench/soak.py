@@ -6,7 +6,7 @@ exported weights bit for bit, and every checkpoint left on disk verifying agains
 The run is a tiny base stage (16 px, 8 channels) that checkpoints every step, so most kills land near or inside
 a checkpoint write. Kills are timed at random after the first metrics record of each attempt.
 
-Usage:  python bench/soak.py [--kills 20] [--steps 40] [--seed 0]
+Usage:  python bench/soak.py [--kills 20] [--steps 600] [--seed 0]
 Prints one JSON line: {"kills", "kills_in_checkpoint_writes", "resumes", "bit_identical_losses",
 "bit_identical_weights", "checkpoints_verified", "checkpoints", "seconds"}.
 """
@@ -33,7 +33,8 @@ from bench.common import emit  # noqa: E402
 TINY = ["base.resolution=16", "base.unet.channels=8", "base.unet.channel_mults=1,2", "base.unet.num_res_blocks=1,1",
         "base.unet.self_attn=false,true", "base.unet.cross_attn=false,true", "base.unet.head_dim=8",
         "base.unet.cond_dim=32", "base.train.batch_size=4", "base.train.warmup_steps=0", "base.train.log_every=1",
-        "base.train.checkpoint_every=1", "base.train.keep_checkpoints=3", "base.sampler.num_steps=2"]
+        "base.train.checkpoint_every=1", "base.train.keep_checkpoints=3", "base.sampler.num_steps=2",
+        "sr1=none", "sr2=none"]
 
 
 def command(run_dir: Path, steps: int, *extra: str) -> list[str]:
@@ -83,7 +84,7 @@ def kill_once(run_dir: Path, steps: int, rng: random.Random, resume: bool) -> tu
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kills", type=int, default=20, help="SIGKILLs to deliver (default 20)")
-    parser.add_argument("--steps", type=int, default=40, help="training steps of the run (default 40)")
+    parser.add_argument("--steps", type=int, default=600, help="training steps of the run (default 600)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill times")
     args = parser.parse_args(argv)
     from safetensors.torch import load_file
