@@ -66,8 +66,8 @@ class Stage(nn.Module):
         self.net = EfficientUNet(config.unet, text_dim=text_dim, lowres_cond=config.is_super_resolution)
         if config.is_super_resolution:
             # NHWC weights let oneDNN skip layout reorders around the many narrow convolutions at 256-1024 px:
-            # 1.2-1.3x faster SR sampling and 1.06-1.18x faster SR training on CPU (bench/mfu.py --levers); the
-            # base stage at 64 px is not faster, so it stays NCHW
+            # SR sampling 1.1-1.5x faster on CPU, training unchanged (bench/mfu.py --levers); the base stage at
+            # 64 px is not faster, so it stays NCHW
             self.net.to(memory_format=torch.channels_last)
         self.schedule = Schedule(config.schedule)
         self.denoiser = Denoiser(self.net, self.schedule, config.objective.prediction, config.objective.sigma_data)
