@@ -145,8 +145,10 @@ def build_app(pipe):
         controls = Controls(pipe)
         with gr.Tab("Text to image", elem_id="tab-generate"):
             generate = gr.Button("Generate", variant="primary", elem_id="generate")
-            galleries = [gr.Gallery(label=f"{name}: {pipe.stages[name].resolution} px", columns=4, format="png",
-                                    elem_id=f"gallery-{name}") for name in names]
+            with gr.Row():
+                galleries = [gr.Gallery(label=f"{name}: {pipe.stages[name].resolution} px", columns=2, height=360,
+                                        object_fit="contain", format="png", elem_id=f"gallery-{name}")
+                             for name in names]
             files = gr.File(label="Full-size PNGs (prompt and settings inside)", file_count="multiple",
                             elem_id="download")
             status = gr.Markdown(elem_id="status")
