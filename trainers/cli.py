@@ -4,6 +4,7 @@ that `imagen-sample --model OUTPUT` loads directly. Works under `accelerate laun
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -58,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--export-step", type=int, help="with --export: the checkpoint at this step instead")
     parser.add_argument("--export-to", type=Path, help="with --export: write the model here instead of --output")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs still written)")
+    parser.add_argument("--no-memory-check", action="store_true",
+                        help="train even when the memory plan says a step does not fit this device")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile each selected stage's U-Net (train.compile; a cold start of minutes on a "
                              "CPU, so it pays on long runs only)")
@@ -139,6 +142,10 @@ def main(argv: list[str] | None = None) -> int:
         from .run import prepare_run_dir, run_lock, train_run
         from .trainer import TrainingError
 
+        if not args.no_memory_check:
+            from .plan import check_training_memory
+
+            check_training_memory(config, stages, world=int(os.environ.get("WORLD_SIZE", "1")))
         with run_lock(args.output):
             prepare_run_dir(args.output, config, args.resume)
             results = train_run(config, args.output, stages, resume=args.resume, progress=not args.no_progress,

@@ -29,6 +29,7 @@ T5_WIDTHS = {"google/t5-v1_1-small": 512, "google/t5-v1_1-base": 768, "google/t5
              "t5-large": 1024, "t5-3b": 1024, "t5-11b": 1024}
 USABLE = 0.9  # share of a GPU's memory a plan fills (the allocator, CUDA context and fragmentation take the rest)
 REDUCTIONS = (16, 32)
+DIRECT_WIDTH = 64  # channels up to which activations are measured at full width
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,10 @@ def _optimizer_bytes(params: list[torch.Tensor], config: StageConfig) -> int:
 def activation_bytes(config: StageConfig, text_dim: int, text_length: int, size: int, precision: str,
                      checkpointing: bool) -> int:
     """Bytes one training sample keeps for the backward pass at full width, extrapolated from two reduced
-    widths (see the module docstring)."""
+    widths (see the module docstring), or measured directly for a net of at most DIRECT_WIDTH channels."""
+    if config.unet.channels <= DIRECT_WIDTH:  # small enough to measure as it is
+        unet = replace(config.unet, gradient_checkpointing=checkpointing)
+        return measure_activations(replace(config, unet=unet), text_dim, text_length, size, precision)
     widths, measured = [], []
     for k in REDUCTIONS:
         unet = replace(config.unet, channels=max(1, config.unet.channels // k),
@@ -116,8 +120,9 @@ def measure_activations(config: StageConfig, text_dim: int, text_length: int, si
     plus, with gradient checkpointing, the largest recomputed block. Runs on this machine's CPU."""
     from unets import EfficientUNet
 
-    torch.manual_seed(0)
-    net = EfficientUNet(config.unet, text_dim=text_dim, lowres_cond=config.is_super_resolution).train()
+    with torch.random.fork_rng():  # the measurement leaves the caller's random state as it was
+        torch.manual_seed(0)
+        net = EfficientUNet(config.unet, text_dim=text_dim, lowres_cond=config.is_super_resolution).train()
     kept: dict[int, int] = {}
     keep = _keeper(net, kept)
 
@@ -188,6 +193,33 @@ def unet_inputs(batch: int, size: int, text_dim: int, text_length: int, lowres: 
 def plan(config: RunConfig, stages: list[str]) -> list[StagePlan]:
     dim = text_width(config)
     return [plan_stage(name, config.stages()[name], dim, config.text.max_length) for name in stages]
+
+
+def check_training_memory(config: RunConfig, stages: list[str], world: int = 1) -> None:
+    """ValueError, before anything is allocated, for a stage whose training step at its batch needs more memory
+    than this device has (a GPU's free memory, else the machine's available memory): the plan's static memory
+    plus its activations per sample times the micro-batch of one process."""
+    from imagen.io import available_memory
+
+    available = torch.cuda.mem_get_info()[0] if torch.cuda.is_available() else available_memory()
+    if available is None:
+        return
+    dim = text_width(config)
+    for name in stages:
+        stage = config.stages()[name]
+        train = stage.train
+        micro = max(1, train.batch_size // (world * train.grad_accum))
+        p = plan_stage(name, stage, dim, config.text.max_length)
+        precision = "bf16" if train.mixed_precision == "bf16" else "fp32"
+        per_sample = p.activations[precision]["checkpointing" if stage.unet.gradient_checkpointing else "plain"]
+        needed = p.static_bytes + micro * per_sample
+        if needed > available:
+            raise ValueError(f"stage {name}: a training step of {micro} samples per process needs about "
+                             f"{needed / 2**30:,.1f} GiB ({p.static_bytes / 2**30:,.1f} for weights, gradients, "
+                             f"optimiser and EMA, {per_sample / 2**20:,.0f} MiB per sample), more than the "
+                             f"{available / 2**30:,.1f} GiB available: lower train.batch_size, raise "
+                             "train.grad_accum or set unet.gradient_checkpointing=true (--no-memory-check to try "
+                             "anyway)")
 
 
 def parse_memory(text: str) -> float:

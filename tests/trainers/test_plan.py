@@ -15,7 +15,7 @@ from trainers.plan import activation_bytes, measure_activations, parse_memory, p
 @pytest.mark.parametrize("preset, stage", [("imagen-base-64", "base"), ("imagen-sr-1024", "sr2")])
 def test_extrapolated_activations_match_a_direct_measurement(preset, stage):
     config = getattr(load_config(preset), stage)
-    config = replace(config, unet=replace(config.unet, channels=64, cond_dim=128))  # heads: 64 // 64 = 1
+    config = replace(config, unet=replace(config.unet, channels=128, head_dim=128, cond_dim=128))  # one head
     size = config.train.crop_size or config.resolution
     for checkpointing in (False, True):
         predicted = activation_bytes(config, 64, 8, size, "fp32", checkpointing)
@@ -60,3 +60,15 @@ def test_plan_prints_every_stage_and_refuses_bad_sizes(tmp_path, capsys):
     assert main(["--config", "imagen-base-64", "--output", str(tmp_path / "r"), "--plan", "--gpu-memory", "lots",
                  *sets]) == 2
     assert "--gpu-memory 'lots'" in capsys.readouterr().err
+
+
+def test_a_batch_that_does_not_fit_is_refused_before_training(tmp_path, capsys, monkeypatch):
+    import imagen.io
+
+    monkeypatch.setattr(imagen.io, "available_memory", lambda: 2**30)  # a machine with 1 GiB free
+    sets = ["--set", "base.unet.channels=32", "--set", "base.train.batch_size=4096", "--set", "sr1=none",
+            "--set", "sr2=none"]
+    assert main(["--config", "shapes-tiny", "--output", str(tmp_path / "r"), *sets]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "stage base: a training step of 4096 samples" in err and "--no-memory-check" in err
+    assert not (tmp_path / "r").exists()
