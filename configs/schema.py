@@ -245,10 +245,16 @@ class DataConfig:
     two_object_prob: float = 1 / 3
     resize: Literal["center_crop", "random_crop", "stretch"] = "center_crop"
     cache_text: bool = True  # precompute caption embeddings once, on disk
+    # prior preservation (DreamBooth) when fine-tuning: this share of the examples comes from `prior_source`
+    # (the original model's data, e.g. shapes) so that what the model knew is not forgotten; 0 = off
+    prior_source: str = ""
+    prior_share: float = 0.0
 
     def __post_init__(self):
         _check(bool(self.source), "source must not be empty (use 'shapes' or a path)")
         _check(0.0 <= self.two_object_prob <= 1.0, "two_object_prob must be in [0, 1]")
+        _check(0.0 <= self.prior_share < 1.0, f"prior_share must be in [0, 1), got {self.prior_share}")
+        _check(self.prior_share == 0.0 or bool(self.prior_source), "prior_share > 0 needs a prior_source")
 
 
 @dataclass(frozen=True)

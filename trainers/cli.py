@@ -113,6 +113,31 @@ def resolve(args: argparse.Namespace, init_config=None):
     return config, stages
 
 
+SMALL_DATA, PRIOR_SHARE = 1000, 0.25
+
+
+def with_prior_preservation(config, init_config, overrides: list[str]):
+    """Fine-tuning on a small data set (fewer than SMALL_DATA examples) of another source than the model's:
+    PRIOR_SHARE of the examples from the model's own data (prior preservation), unless data.prior_* is set."""
+    from dataclasses import replace
+
+    from .data.sources import read_manifest, resolve_source, scan_folder
+
+    data = config.data
+    if data.source == init_config.data.source or any(o.startswith("data.prior_") for o in overrides):
+        return config
+    source = resolve_source(data.source)
+    if source.kind not in ("folder", "jsonl", "csv"):
+        return config
+    entries, _ = scan_folder(source.location) if source.kind == "folder" else read_manifest(source.location,
+                                                                                             source.kind)
+    if len(entries) >= SMALL_DATA:
+        return config
+    print(f"imagen-train: note: {len(entries)} examples: prior preservation on, {PRIOR_SHARE:.0%} of them from the "
+          f"model's own data ({init_config.data.source}); --set data.prior_share=0 turns it off", file=sys.stderr)
+    return replace(config, data=replace(data, prior_source=init_config.data.source, prior_share=PRIOR_SHARE))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -123,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
 
             init = InitModel.load(args.init_from)
         config, stages = resolve(args, init.config if init else None)
+        if init is not None:
+            config = with_prior_preservation(config, init.config, args.overrides)
         if args.dry_run:
             print(to_json(config))
             return 0

@@ -86,3 +86,23 @@ def test_imagen_sample_takes_adapters_and_records_them(trained, tmp_path, capsys
 def test_lora_needs_a_model_to_adapt(tmp_path, capsys):
     assert main(["--config", "shapes-tiny", "--lora", "4", "--output", str(tmp_path / "r"), "--stage", "base"]) == 2
     assert "give it with --init-from MODEL" in capsys.readouterr().err
+
+
+def test_fine_tuning_on_a_small_folder_turns_prior_preservation_on(trained, tmp_path, capsys):
+    from tests.trainers.data.conftest import FORMATS, image_bytes, write
+
+    model, _ = trained
+    folder = tmp_path / "mine"
+    for i in range(5):
+        write(folder / f"{i}.png", image_bytes(FORMATS[".png"], size=(32, 32), seed=i))
+        write(folder / f"{i}.txt", "a small zxq at the center on a blue background")
+    out = tmp_path / "tuned"
+    assert main(["--init-from", str(model), "--data", str(folder), "--output", str(out), "--max-steps", "1",
+                 "--no-progress"]) == 0
+    assert "prior preservation on, 25% of them from the model's own data (shapes)" in capsys.readouterr().err
+    data = json.loads((out / "run-config.json").read_text())["data"]
+    assert (data["prior_source"], data["prior_share"]) == ("shapes", 0.25)
+    off = tmp_path / "off"
+    assert main(["--init-from", str(model), "--data", str(folder), "--output", str(off), "--max-steps", "1",
+                 "--no-progress", "--set", "data.prior_share=0"]) == 0
+    assert json.loads((off / "run-config.json").read_text())["data"]["prior_share"] == 0.0

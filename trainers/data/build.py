@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from configs.schema import DataConfig
 
-from .datasets import FileDataset, MapDataset, ShapesDataset, Target
+from .datasets import FileDataset, MapDataset, MixedDataset, ShapesDataset, Target
 from .sources import read_manifest, resolve_source, scan_folder
 from .stream import WebDatasetStream
 
@@ -18,8 +20,17 @@ def build_dataset(config: DataConfig, resolution: int, *, crop_size: int = 0, lo
     crop_size * lowres_resolution / resolution for crops: the same region of the whole image downsampled
     by `imagen.resize.downsample`). Folder and manifest captions are read now (bad data sets fail here);
     images are checked when loaded. `rank`/`world_size` split webdataset shards (and are the defaults of
-    `make_loader`). Raises ValueError for an unknown or missing source and for inconsistent sizes.
+    `make_loader`). With `prior_share`, a MixedDataset of the source and `prior_source`. Raises ValueError for
+    an unknown or missing source and for inconsistent sizes.
     """
+    if config.prior_share > 0:
+        sizes = {"crop_size": crop_size, "lowres_resolution": lowres_resolution, "rank": rank, "world_size": world_size}
+        data = build_dataset(replace(config, prior_source="", prior_share=0.0), resolution, **sizes)
+        prior = build_dataset(replace(config, source=config.prior_source, prior_source="", prior_share=0.0),
+                              resolution, **sizes)
+        if not isinstance(data, MapDataset) or not isinstance(prior, MapDataset):
+            raise ValueError("prior preservation mixes indexed data sets: not webdataset shards")
+        return MixedDataset(data, prior, config.prior_share)
     target = Target(resolution, crop_size, lowres_resolution, config.resize)
     if not 0 <= rank < world_size:
         raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")

@@ -214,3 +214,23 @@ class FileDataset(MapDataset):
         image = open_image(entry.image, min_size=min_side(target.resolution))
         image = fit_square(image, target.resolution, target.resize, rng)
         return to_tensor(image), entry.caption, entry.key
+
+
+class MixedDataset(MapDataset):
+    """Prior preservation: `data` with a `share` of prior examples mixed in. Indices below len(data) are the
+    data's; the rest, len(data) * share / (1 - share) of them, are `prior` items, so a shuffled epoch draws that
+    share of prior examples."""
+
+    def __init__(self, data: MapDataset, prior: MapDataset, share: float):
+        super().__init__(data.target, f"{data.location} + {share:.0%} {prior.location}", data.rank, data.world_size)
+        self.data, self.prior = data, prior
+        self.extra = min(len(prior), round(len(data) * share / (1.0 - share)))
+
+    def __len__(self) -> int:
+        return len(self.data) + self.extra
+
+    def __getitem__(self, key: int | tuple[int, int, int]) -> dict:
+        index, seed, epoch = (key, 0, 0) if isinstance(key, int) else key
+        if index < len(self.data):
+            return self.data[(index, seed, epoch)]
+        return self.prior[(index - len(self.data), seed, epoch)]

@@ -164,3 +164,17 @@ def test_special_files_are_skipped_never_opened_and_long_captions_are_bounded(im
     os.mkfifo(fifo_image)
     with pytest.raises(Exception, match="FIFO"):
         open_image(fifo_image)
+
+
+def test_prior_preservation_mixes_the_models_own_data_in(image_folder):
+    from trainers.data import build_dataset
+    from trainers.data.datasets import MixedDataset
+
+    root = image_folder(6)
+    dataset = build_dataset(DataConfig(source=str(root), prior_source="shapes", prior_share=0.25), 32)
+    assert isinstance(dataset, MixedDataset) and len(dataset) == 8  # 6 + 6 * 0.25 / 0.75
+    captions = [dataset[i]["caption"] for i in range(8)]
+    assert all(c.startswith("caption number") for c in captions[:6])
+    assert all(" on a " in c and "background" in c for c in captions[6:])  # shapes captions
+    with pytest.raises(ValueError, match="prior_share > 0 needs a prior_source"):
+        DataConfig(source=str(root), prior_share=0.25)
