@@ -54,12 +54,13 @@ def shift_text(text: Text, source: Text, target: Text, scale: float) -> Text:
     return trim_text((embeds, (m | ms | mt) & (embeds != 0).any(-1)))
 
 
-def sample_texts(pipe, texts: Sequence[Text], seeds: Sequence, *, alone: Sequence[bool], options: dict,
-                 negative: Text | None = None, max_batch_size: int | None = None,
-                 progress: bool = True) -> dict[str, torch.Tensor]:
-    """Run the cascade once per text condition (image i: `texts[i]`, `seeds[i]`), {stage: (N, 3, R, R)}.
-    Images flagged `alone` are sampled in a batch of their own (bit-identical to a plain one-prompt run);
-    the others together, padded to one length, in batches of at most `max_batch_size`."""
+def sample_texts(pipe, request, texts: Sequence[Text], *, alone: Sequence[bool]) -> dict[str, torch.Tensor]:
+    """Run the cascade once per text condition (image i: `texts[i]`, `request.seeds[i]`, with the request's
+    options, negative prompt, batch size and progress), {stage: (N, 3, R, R)}. Images flagged `alone` are sampled
+    in a batch of their own (bit-identical to a plain one-prompt run); the others together, padded to one length,
+    in batches of at most the request's `max_batch_size`."""
+    seeds = request.seeds
+    negative = None if request.negative_prompts is None else pipe.encode_prompts(request.negative_prompts[:1])
     groups = [[i] for i, single in enumerate(alone) if single]
     rest = [i for i, single in enumerate(alone) if not single]
     groups += [rest] if rest else []
@@ -69,8 +70,9 @@ def sample_texts(pipe, texts: Sequence[Text], seeds: Sequence, *, alone: Sequenc
         padded = [pad_text(texts[i], length) for i in group]
         embeds, mask = torch.cat([e for e, _ in padded]), torch.cat([m for _, m in padded])
         neg = None if negative is None else (negative[0].expand(len(group), -1, -1), negative[1].expand(len(group), -1))
-        images = pipe.generate_from_embeddings(embeds, mask, seeds=[seeds[i] for i in group], options=options,
-                                               negative=neg, max_batch_size=max_batch_size, progress=progress)
+        images = pipe.generate_from_embeddings(embeds, mask, seeds=[seeds[i] for i in group], options=request.options,
+                                               negative=neg, max_batch_size=request.max_batch_size,
+                                               progress=request.progress)
         for name, tensor in images.items():
             slots = outputs.setdefault(name, [None] * len(texts))
             for row, i in enumerate(group):

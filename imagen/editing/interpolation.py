@@ -94,10 +94,7 @@ def interpolate(pipe, prompt: str, to_prompt: str | None = None, *, seed: int = 
     request = pipe.request(labels, seed=int(seed), **kwargs)
     request = replace(request, seeds=[SlerpSeeds(int(seed), int(to_seed), u) for u in us])
     start, end = pipe.encode_prompts([prompt]), pipe.encode_prompts([to_prompt])
-    negative = None if request.negative_prompts is None else pipe.encode_prompts(request.negative_prompts[:1])
-    outputs = sample_texts(pipe, [lerp_text(start, end, u) for u in us], request.seeds,
-                           alone=[u in (0.0, 1.0) for u in us], options=request.options, negative=negative,
-                           max_batch_size=request.max_batch_size, progress=request.progress)
+    outputs = sample_texts(pipe, request, [lerp_text(start, end, u) for u in us], alone=[u in (0.0, 1.0) for u in us])
     extras = [{"seed": seed if u < 1 else to_seed, "interpolation": {
         "from": {"prompt": prompt, "seed": seed}, "to": {"prompt": to_prompt, "seed": to_seed}, "u": u, "frame": k}}
         for k, u in enumerate(us)]

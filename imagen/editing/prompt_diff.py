@@ -35,9 +35,7 @@ def text_diff(pipe, prompt: str, source: str, target: str, scales: float | Seque
     request = pipe.request([prompt] * len(scales), **kwargs)
     request = replace(request, seeds=[int(seed)] * len(scales))
     base, src, tgt = (pipe.encode_prompts([t]) for t in (prompt, source, target))
-    negative = None if request.negative_prompts is None else pipe.encode_prompts(request.negative_prompts[:1])
-    outputs = sample_texts(pipe, [shift_text(base, src, tgt, float(s)) for s in scales], request.seeds,
-                           alone=[s == 0 for s in scales], options=request.options, negative=negative,
-                           max_batch_size=request.max_batch_size, progress=request.progress)
+    outputs = sample_texts(pipe, request, [shift_text(base, src, tgt, float(s)) for s in scales],
+                           alone=[s == 0 for s in scales])
     extras = [{"text_diff": {"source": source, "target": target, "scale": s}} for s in scales]
     return request.output(outputs, output_type, return_all_stages, extras)
