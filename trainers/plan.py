@@ -68,7 +68,9 @@ def text_width(config: RunConfig) -> int:
         return 4096
 
 
-def plan_stage(name: str, config: StageConfig, text_dim: int, text_length: int) -> StagePlan:
+def plan_stage(name: str, config: StageConfig, text_dim: int, text_length: int,
+               only: tuple[str, str] | None = None) -> StagePlan:
+    """The stage's memory; activations measured for every (precision, "plain" | "checkpointing"), or `only` one."""
     from unets import EfficientUNet
 
     with torch.device("meta"):
@@ -76,12 +78,13 @@ def plan_stage(name: str, config: StageConfig, text_dim: int, text_length: int) 
     params = list(net.parameters())
     count = sum(p.numel() for p in params)
     size = config.train.crop_size or config.resolution
+    wanted = [only] if only else [(p, m) for p in ("fp32", "bf16") for m in ("plain", "checkpointing")]
+    activations: dict = {}
+    for precision, mode in wanted:
+        activations.setdefault(precision, {})[mode] = activation_bytes(config, text_dim, text_length, size, precision,
+                                                                       mode == "checkpointing")
     return StagePlan(name=name, resolution=size, parameters=count, params_bytes=4 * count, grads_bytes=4 * count,
-                     optimizer_bytes=_optimizer_bytes(params, config), ema_bytes=4 * count,
-                     activations={precision: {mode: activation_bytes(config, text_dim, text_length, size, precision,
-                                                                     mode == "checkpointing")
-                                              for mode in ("plain", "checkpointing")}
-                                  for precision in ("fp32", "bf16")})
+                     optimizer_bytes=_optimizer_bytes(params, config), ema_bytes=4 * count, activations=activations)
 
 
 def _optimizer_bytes(params: list[torch.Tensor], config: StageConfig) -> int:
@@ -209,9 +212,10 @@ def check_training_memory(config: RunConfig, stages: list[str], world: int = 1) 
         stage = config.stages()[name]
         train = stage.train
         micro = max(1, train.batch_size // (world * train.grad_accum))
-        p = plan_stage(name, stage, dim, config.text.max_length)
         precision = "bf16" if train.mixed_precision == "bf16" else "fp32"
-        per_sample = p.activations[precision]["checkpointing" if stage.unet.gradient_checkpointing else "plain"]
+        mode = "checkpointing" if stage.unet.gradient_checkpointing else "plain"
+        p = plan_stage(name, stage, dim, config.text.max_length, only=(precision, mode))  # one measurement at start-up
+        per_sample = p.activations[precision][mode]
         needed = p.static_bytes + micro * per_sample
         if needed > available:
             raise ValueError(f"stage {name}: a training step of {micro} samples per process needs about "
