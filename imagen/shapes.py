@@ -10,6 +10,7 @@ hash of the caption) is never drawn for training and is what evaluation prompts 
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 import re
 from dataclasses import dataclass
@@ -21,7 +22,10 @@ COLORS: dict[str, tuple[int, int, int]] = {
     "purple": (140, 60, 180), "orange": (245, 140, 30), "pink": (240, 120, 180), "cyan": (40, 200, 210),
     "white": (245, 245, 245), "black": (20, 20, 20), "gray": (128, 128, 128), "brown": (130, 80, 40),
 }
-SHAPES = ("circle", "square", "triangle")
+SHAPES = ("circle", "square", "triangle")  # what the training stream draws
+NEW_SHAPES = ("star",)  # rendered and judged, never drawn by the training stream: a shape to teach a trained model
+ALL_SHAPES = SHAPES + NEW_SHAPES
+STAR_INNER_RATIO = 0.381966  # inner / outer radius of a regular five-pointed star {5/2}
 SIZES: dict[str, float] = {"small": 1 / 6, "large": 1 / 3}  # object diameter as a fraction of the side
 POSITIONS: dict[str, tuple[int, int]] = {  # name -> (column, row) on the 3x3 grid
     "top left": (0, 0), "top": (1, 0), "top right": (2, 0),
@@ -92,7 +96,7 @@ def held_out_scenes(count: int, objects: int = 1, seed: int = 0) -> list[Scene]:
     return found
 
 
-_OBJECT = (r"a (?P<size{i}>small|large) (?P<color{i}>\w+) (?P<shape{i}>circle|square|triangle) "
+_OBJECT = (rf"a (?P<size{{i}}>small|large) (?P<color{{i}}>\w+) (?P<shape{{i}}>{'|'.join(ALL_SHAPES)}) "
            r"at the (?P<position{i}>top left|top right|bottom left|bottom right|top|bottom|left|right|center)")
 _CAPTION = re.compile(rf"^{_OBJECT.format(i=0)}(?: and {_OBJECT.format(i=1)})? on a (?P<background>\w+) background$")
 
@@ -119,6 +123,17 @@ def object_box(obj: ShapeObject, side: float) -> tuple[float, float, float, floa
     return cx - half, cy - half, cx + half, cy + half
 
 
+def star_points(cx: float, cy: float, diameter: float) -> list[tuple[float, float]]:
+    """The ten vertices of a five-pointed star pointing up, inscribed in the circle of `diameter` centred at
+    (cx, cy), in drawing order (outer, inner, outer, ...)."""
+    points = []
+    for k in range(10):
+        radius = diameter / 2 * (1.0 if k % 2 == 0 else STAR_INNER_RATIO)
+        angle = math.pi * k / 5
+        points.append((cx + radius * math.sin(angle), cy - radius * math.cos(angle)))
+    return points
+
+
 def render(scene: Scene, resolution: int, supersample: int = 4,
            window: tuple[int, int, int] | None = None) -> Image.Image:
     """RGB image of the scene at `resolution`, antialiased by drawing at up to `supersample` x the size and
@@ -136,6 +151,8 @@ def render(scene: Scene, resolution: int, supersample: int = 4,
             draw.ellipse((x0, y0, x1, y1), fill=color)
         elif obj.shape == "square":
             draw.rectangle((x0, y0, x1, y1), fill=color)
+        elif obj.shape == "star":
+            draw.polygon(star_points((x0 + x1) / 2, (y0 + y1) / 2, x1 - x0), fill=color)
         else:  # isosceles triangle pointing up, filling the box
             draw.polygon([((x0 + x1) / 2, y0), (x1, y1), (x0, y1)], fill=color)
     if factor > 1:

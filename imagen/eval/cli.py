@@ -24,7 +24,7 @@ from imagen.eval.compliance import ATTRIBUTES, Judgement, analyze, summarize
 from imagen.eval.sharpness import compare_to_bicubic, sharpness
 from imagen.eval.sources import Item, SourceError, collect
 from imagen.io import atomic_write, check_regular_file
-from imagen.shapes import parse_caption
+from imagen.shapes import ALL_SHAPES, SHAPES, parse_caption
 
 PROG = "imagen-eval"
 COLUMNS = (*ATTRIBUTES, "overall", "object_found")
@@ -48,10 +48,23 @@ def build_parser() -> argparse.ArgumentParser:
                         help="directory holding the low-res input of each image under the same relative name "
                              "(else the same file name): also compare each image's sharpness with bicubic "
                              "upsampling of its input")
+    parser.add_argument("--shapes", type=_shape_list, default=SHAPES, metavar="LIST",
+                        help=f"comma-separated shapes the judge knows (default {','.join(SHAPES)}, the training "
+                             f"stream's; add a taught shape, e.g. {','.join(ALL_SHAPES)}); every object is "
+                             "judged among these whatever its caption asks")
     parser.add_argument("--recursive", action="store_true", help="also look for images in subdirectories")
     parser.add_argument("--per-image", action="store_true",
                         help="print one line per judged image: which attributes it gets right")
     return parser
+
+
+def _shape_list(text: str) -> tuple[str, ...]:
+    shapes = tuple(dict.fromkeys(s.strip() for s in text.split(",") if s.strip()))
+    unknown = [s for s in shapes if s not in ALL_SHAPES]
+    if unknown or not shapes:
+        raise argparse.ArgumentTypeError(f"unknown shape {', '.join(unknown) or '(none given)'}: choose among "
+                                         f"{', '.join(ALL_SHAPES)}")
+    return shapes
 
 
 def _load_path(path: Path) -> Image.Image | None:
@@ -67,7 +80,8 @@ def _load_path(path: Path) -> Image.Image | None:
         return None
 
 
-def _judge_items(items: list[Item], low_res: Path | None) -> tuple[list[dict], list[Judgement], Counter]:
+def _judge_items(items: list[Item], low_res: Path | None,
+                 shapes: tuple[str, ...]) -> tuple[list[dict], list[Judgement], Counter]:
     """Judge every usable item; returns per-image records, their judgements, and skip counts by reason."""
     records, judgements, skipped = [], [], Counter()
     for item in items:
@@ -79,7 +93,7 @@ def _judge_items(items: list[Item], low_res: Path | None) -> tuple[list[dict], l
         if image is None:
             skipped["unreadable"] += 1
             continue
-        judgement = analyze(image, scene)
+        judgement = analyze(image, scene, shapes)
         record = {"image": item.name, "caption": item.caption, "resolution": image.width,
                   "judgement": judgement.as_dict(), "found": [v.predicted for v in judgement.objects],
                   "sharpness": sharpness(image)}
@@ -141,7 +155,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.json is not None and not (args.json.parent if str(args.json.parent) else Path(".")).is_dir():
         raise UsageError(f"--json: directory does not exist: {args.json.parent}")
     items = collect(args.source, recursive=args.recursive)
-    records, judgements, skipped = _judge_items(items, args.low_res)
+    records, judgements, skipped = _judge_items(items, args.low_res, args.shapes)
     if not judgements:
         reasons = ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in skipped.items())
         raise UsageError(f"no image with a shapes caption among {len(items)} in {args.source} ({reasons})")

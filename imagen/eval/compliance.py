@@ -7,7 +7,8 @@ match; a caption object left without a match (missing object) is wrong on every 
 two-object caption an attribute is right only if it is right for both objects; `overall` means every
 attribute is right; `object_found` (not an attribute) that every caption object has a distinct object to go by.
 
-Shape is the best-fitting circle, square or triangle, or "blob" when none fits (a fuzzy smear is no shape);
+Shape is the best-fitting circle, square or triangle (the judge is taught more shapes, such as
+`imagen.shapes.NEW_SHAPES`' star, by passing `shapes`), or "blob" when none fits (a fuzzy smear is no shape);
 size is "small" or "large" by diameter, or "tiny" (< 1/9 of the side) or "huge" (> 1/2), which no caption
 asks for; position is the grid cell of the fitted shape's box centre; colours are nearest palette colours in
 CIELAB with lightness down-weighted.
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 
 from imagen.eval.detect import Background, DetectedObject, detect
 from imagen.eval.image import ImageLike, to_rgb_array
-from imagen.shapes import POSITIONS, SIZES, Scene, ShapeObject, parse_caption
+from imagen.shapes import POSITIONS, SHAPES, SIZES, Scene, ShapeObject, parse_caption
 
 ATTRIBUTES: tuple[str, ...] = ("background", "object_color", "position", "shape", "size")
 OBJECT_ATTRIBUTES: tuple[str, ...] = ("object_color", "position", "shape", "size")
@@ -107,23 +108,25 @@ def _match(expected: Sequence[ShapeObject], found: Sequence[DetectedObject]) -> 
     return best[1]
 
 
-def analyze(image: ImageLike, caption: str | Scene) -> Judgement:
+def analyze(image: ImageLike, caption: str | Scene, shapes: tuple[str, ...] = SHAPES) -> Judgement:
     """Detect and judge: the full `Judgement` of `image` (PIL, `(3, H, W)` tensor in [-1, 1] or `(H, W, 3)`
-    uint8 array) against a shapes caption (text or a parsed `Scene`)."""
+    uint8 array) against a shapes caption (text or a parsed `Scene`); `shapes` are the shapes the judge
+    knows (candidates for every object, whatever the caption asks)."""
     scene = parse_caption(caption) if isinstance(caption, str) else caption
     if scene is None:
         raise ValueError(f"not a shapes caption: {caption!r} (expected e.g. 'a small red circle at the top left "
                          "on a blue background')")
     count = len(scene.objects)
-    background, found = detect(to_rgb_array(image), expected_objects=count, max_objects=count + EXTRA_CANDIDATES)
+    background, found = detect(to_rgb_array(image), expected_objects=count, max_objects=count + EXTRA_CANDIDATES,
+                               shapes=shapes)
     return Judgement(scene, background, _match(scene.objects, found), tuple(found))
 
 
-def judge(image: ImageLike, caption: str | Scene) -> dict[str, bool]:
+def judge(image: ImageLike, caption: str | Scene, shapes: tuple[str, ...] = SHAPES) -> dict[str, bool]:
     """Per attribute, whether `image` shows what `caption` asks: keys background, object_color, position,
     shape, size, overall (all of them), and object_found (every caption object has an object in the image to
     be judged on). Raises ValueError for a caption that is not a shapes caption."""
-    return analyze(image, caption).as_dict()
+    return analyze(image, caption, shapes).as_dict()
 
 
 def _accuracies(judgements: Sequence[Judgement]) -> dict[str, float | int | None]:
@@ -149,10 +152,10 @@ def summarize(judgements: Iterable[Judgement], skipped: int = 0) -> dict:
             "one_object": _accuracies(one), "two_objects": {**_accuracies(two), "per_object": per_object}}
 
 
-def evaluate(images: Iterable[ImageLike], captions: Iterable[str]) -> dict:
+def evaluate(images: Iterable[ImageLike], captions: Iterable[str], shapes: tuple[str, ...] = SHAPES) -> dict:
     """Caption compliance of a set of images: `images` (PIL images, `(3, H, W)` tensors in [-1, 1], or a
-    `(B, 3, H, W)` tensor) paired with `captions`. Captions that are not shapes captions are skipped and
-    counted. Returns `summarize`'s dict."""
+    `(B, 3, H, W)` tensor) paired with `captions`, judged with the candidate `shapes`. Captions that are not
+    shapes captions are skipped and counted. Returns `summarize`'s dict."""
     images, captions = list(images), list(captions)
     if len(images) != len(captions):
         raise ValueError(f"got {len(images)} images but {len(captions)} captions")
@@ -162,5 +165,5 @@ def evaluate(images: Iterable[ImageLike], captions: Iterable[str]) -> dict:
         if scene is None:
             skipped += 1
             continue
-        judgements.append(analyze(image, scene))
+        judgements.append(analyze(image, scene, shapes))
     return summarize(judgements, skipped)

@@ -13,7 +13,7 @@ when it is noisy, so images from 64 to 1024 px are judged alike and speckle nois
 4. Each object is measured with a soft mask alpha in [0, 1] (the pixel's share of object colour against
    background, exact for antialiased edges): its colour is the palette name of its purest pixels (a shade
    of the background is no object), its shape, centre and diameter come from the best-fitting circle,
-   square or triangle (`imagen.eval.shapefit`).
+   square or triangle, or of the shapes the caller names (`imagen.eval.shapefit`).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import numpy as np
 
 from imagen.eval.image import PALETTE_NAMES, delta_e, median3, nearest_color, palette_distances, resize, rgb_to_lab
 from imagen.eval.shapefit import best_shape
+from imagen.shapes import SHAPES
 
 WORK_SIDE = 64  # working resolution: the base stage's, fine enough for a small object (1/6 of the side)
 FOREGROUND_DELTA_E = 12.0  # the closest palette pair (blue, purple) is 30 apart
@@ -52,7 +53,7 @@ class DetectedObject:
 
     color: str  # nearest palette colour of its purest pixels
     area: float  # soft area, fraction of the image area
-    shape: str  # best-fitting of circle, square, triangle; "blob" when none fits within SHAPE_MAX_ERROR
+    shape: str  # best-fitting of the candidate shapes; "blob" when none fits within SHAPE_MAX_ERROR
     center: tuple[float, float]  # (x, y) of the best fit's bounding box
     diameter: float  # side of the best fit's bounding box
     shape_errors: dict[str, float]  # relative squared error of each shape's best fit
@@ -190,7 +191,7 @@ def _grow(mask: np.ndarray, pixels: int) -> np.ndarray:
 
 
 def measure(region: np.ndarray, others: np.ndarray, rgb: np.ndarray, lab: np.ndarray,
-            background: Background) -> DetectedObject | None:
+            background: Background, shapes: tuple[str, ...] = SHAPES) -> DetectedObject | None:
     """Measure the object whose pixels are `region` (boolean `(S, S)`) in the working image `rgb`/`lab`;
     `others` marks every object's pixels (so a neighbour's pixels never count as this object's). None when
     the region is only a shade of the background colour (objects never share the background's colour)."""
@@ -228,19 +229,20 @@ def measure(region: np.ndarray, others: np.ndarray, rgb: np.ndarray, lab: np.nda
     margin = 2 + int(0.1 * max(xs.max() - xs.min(), ys.max() - ys.min()))
     top, left = max(0, ys.min() - margin), max(0, xs.min() - margin)
     window = alpha[top:ys.max() + margin + 1, left:xs.max() + margin + 1]
-    fit, errors = best_shape(window)
+    fit, errors = best_shape(window, shapes)
     return DetectedObject(
         color=color, area=area / side**2, shape=fit.shape if fit.error <= SHAPE_MAX_ERROR else "blob",
         center=((fit.center[0] + left) / side, (fit.center[1] + top) / side), diameter=fit.diameter / side,
         shape_errors=errors)
 
 
-def detect(rgb: np.ndarray, expected_objects: int = 1,
-           max_objects: int | None = None) -> tuple[Background, list[DetectedObject]]:
+def detect(rgb: np.ndarray, expected_objects: int = 1, max_objects: int | None = None,
+           shapes: tuple[str, ...] = SHAPES) -> tuple[Background, list[DetectedObject]]:
     """Background and objects (largest first) of a float RGB image `(H, W, 3)` in [0, 255].
 
     `expected_objects` (1 or 2) only decides whether an oversized component may be split along the grid;
-    `max_objects` keeps only the largest segments (measuring is the costly part)."""
+    `max_objects` keeps only the largest segments (measuring is the costly part); `shapes` are the candidate
+    shapes (the training stream's three unless the judge is taught more, see `imagen.shapes.NEW_SHAPES`)."""
     work = prepare(rgb)
     lab = rgb_to_lab(work)
     background = estimate_background(work, lab)
@@ -267,7 +269,7 @@ def detect(rgb: np.ndarray, expected_objects: int = 1,
     for region in regions:
         if max_objects is not None and len(found) >= max_objects:
             break
-        obj = measure(region, occupied, work, lab, background)
+        obj = measure(region, occupied, work, lab, background, shapes)
         if obj is not None:
             found.append(obj)
     return background, sorted(found, key=lambda o: -o.area)

@@ -1,4 +1,5 @@
-"""Which shape an object is: fit a circle, a square and a triangle to its soft mask and keep the best.
+"""Which shape an object is: fit a circle, a square and a triangle (and, when taught, a star) to its soft mask
+and keep the best.
 
 Each candidate is placed from the mask's moments (area gives the diameter, the centroid the centre; a
 triangle's centroid sits 1/6 of its height from its box centre), refined over a few scales and shifts, and
@@ -14,8 +15,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from imagen.shapes import SHAPES, STAR_INNER_RATIO, star_points
+
 SUPERSAMPLE = 4  # template antialiasing: samples per pixel side
-AREA_PER_D2: dict[str, float] = {"circle": math.pi / 4, "square": 1.0, "triangle": 0.5}  # area / diameter^2
+AREA_PER_D2: dict[str, float] = {  # area / diameter^2 (a star's diameter is its circumscribed circle's)
+    "circle": math.pi / 4, "square": 1.0, "triangle": 0.5,
+    "star": 5 * STAR_INNER_RATIO * math.sin(math.pi / 5) / 4}
 TRIANGLE_POINTS = ("up", "down", "left", "right")  # a triangle counts whichever way it points
 _SCALES = (0.9, 1.0, 1.1)
 _SHIFTS = (-0.5, 0.0, 0.5)  # pixels
@@ -47,9 +52,22 @@ def template(shape: str, center: tuple[float, float], diameter: float, size: tup
     elif shape == "triangle":
         along, across = {"up": (y, x), "down": (-y, x), "left": (x, y), "right": (-x, y)}[points]
         inside = (along <= half) & (np.abs(across) <= (along + half) / 2)
+    elif shape == "star":
+        inside = _inside_polygon(x, y, star_points(0.0, 0.0, diameter))
     else:
         raise ValueError(f"unknown shape {shape!r}")
     return inside.reshape(height, ss, width, ss).mean(axis=(1, 3))
+
+
+def _inside_polygon(x: np.ndarray, y: np.ndarray, vertices: list[tuple[float, float]]) -> np.ndarray:
+    """Even-odd rule: whether each point of the grid `x` `(1, W)`, `y` `(H, 1)` lies inside the polygon."""
+    inside = np.zeros(np.broadcast_shapes(x.shape, y.shape), dtype=bool)
+    for (x0, y0), (x1, y1) in zip(vertices, vertices[1:] + vertices[:1], strict=True):
+        if y0 == y1:
+            continue
+        crosses = (y0 > y) != (y1 > y)
+        inside ^= crosses & (x < x0 + (y - y0) * (x1 - x0) / (y1 - y0))
+    return inside
 
 
 def _initial_center(shape: str, centroid: tuple[float, float], diameter: float, points: str) -> tuple[float, float]:
@@ -80,8 +98,8 @@ def fit_shape(alpha: np.ndarray, shape: str) -> ShapeFit:
     return ShapeFit(shape, best[1], best[2], best[0])
 
 
-def best_shape(alpha: np.ndarray) -> tuple[ShapeFit, dict[str, float]]:
-    """The best-fitting shape for the soft mask `alpha` `(H, W)` and every shape's relative squared error.
+def best_shape(alpha: np.ndarray, shapes: tuple[str, ...] = SHAPES) -> tuple[ShapeFit, dict[str, float]]:
+    """The best-fitting of `shapes` for the soft mask `alpha` `(H, W)` and each one's relative squared error.
     Crop `alpha` to a window around the object first (fitting costs grow with the window)."""
-    fits = [fit_shape(alpha, shape) for shape in AREA_PER_D2]
+    fits = [fit_shape(alpha, shape) for shape in shapes]
     return min(fits, key=lambda f: f.error), {f.shape: f.error for f in fits}
