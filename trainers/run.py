@@ -98,8 +98,9 @@ def train_run(config: RunConfig, run_dir: Path, stages: list[str], *, resume: bo
               accelerator: Accelerator | None = None, progress: bool = True,
               init: InitModel | None = None) -> dict[str, StageResult]:
     """Train `stages` in order (resuming each from its newest checkpoint when `resume`), exporting after each.
-    A stage with no checkpoint to resume starts from `init`'s weights when given (fine-tuning). Stops early,
-    with everything saved, if a stage is interrupted."""
+    A stage with no checkpoint to resume starts from `init`'s weights when given (fine-tuning), and the exported
+    model carries `init`'s other stages unchanged, so a tuned base still samples the whole cascade. Stops
+    early, with everything saved, if a stage is interrupted."""
     lora = [name for name in stages if config.stages()[name].train.lora_rank]
     if lora and init is None:
         raise ValueError("LoRA (--lora) adapts a trained model: give it with --init-from MODEL")
@@ -107,6 +108,8 @@ def train_run(config: RunConfig, run_dir: Path, stages: list[str], *, resume: bo
     encoder = load_text_encoder(config.text, device=accelerator.device)
     if init is not None:
         _check_init(init, encoder.identity, stages)
+    inherited = {} if init is None or lora else {
+        n: w for n, w in init.weights.items() if n in config.stages() and n not in stages}
     results: dict[str, StageResult] = {}
     for name in stages:
         trainer = StageTrainer(config, name, run_dir / name, accelerator, encoder, cache_dir=run_dir / "text-cache",
@@ -120,7 +123,7 @@ def train_run(config: RunConfig, run_dir: Path, stages: list[str], *, resume: bo
             export_lora(run_dir, config.stages()[name].train, init.name, encoder.identity,
                         {name: adapter_weights(result.ema_state)})
         elif accelerator.is_main_process:
-            export(run_dir, config, encoder.identity, {name: result.ema_state})
+            export(run_dir, config, encoder.identity, {**inherited, name: result.ema_state})
         accelerator.wait_for_everyone()
         if result.reason == "interrupted":
             break

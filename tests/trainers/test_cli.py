@@ -93,6 +93,23 @@ def test_init_from_starts_from_the_model_weights_with_its_config(tmp_path, capsy
         fresh.base.unet.channels
 
 
+def test_tuning_one_stage_exports_the_whole_cascade(tmp_path, capsys, tiny_cascade_overrides):
+    from imagen import Imagen
+
+    sets = [x for o in tiny_cascade_overrides for x in ("--set", o)]
+    assert main(["--config", "shapes-tiny", "--output", str(tmp_path / "first"), *sets, "--max-steps", "2",
+                 "--no-progress"]) == 0
+    code, _, err = _run(["--init-from", str(tmp_path / "first"), "--output", str(tmp_path / "base-only"),
+                         "--stage", "base", "--max-steps", "2", "--no-progress"], capsys)
+    assert code == 0, err
+    model, source = Imagen.from_pretrained(tmp_path / "base-only"), Imagen.from_pretrained(tmp_path / "first")
+    assert list(model.stages) == list(source.stages) == ["base", "sr1"]
+    for key, value in source.stages["sr1"].net.state_dict().items():  # the model's own SR stage, unchanged
+        torch.testing.assert_close(model.stages["sr1"].net.state_dict()[key], value, atol=0, rtol=0)
+    tuned = model.stages["base"].net.state_dict()
+    assert any(not torch.equal(tuned[k], v) for k, v in source.stages["base"].net.state_dict().items())
+
+
 @pytest.mark.parametrize(("extra", "message"), [
     (["--set", "base.unet.channels=16"], "weights do not match the model config"),
     (["--stage", "sr1", "--config", "shapes-tiny"], "has no stage sr1"),

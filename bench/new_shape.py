@@ -1,0 +1,173 @@
+"""Teach the shipped `shapes` cascade a shape it has never seen (the star), with full fine-tuning and with LoRA,
+with and without prior preservation, and judge what it learnt and what it kept.
+
+    python bench/new_shape.py [--runs runs/new-shape] [--minutes 8] [--variants full,lora,full-noprior,...]
+
+1. Tuning data: 40 renders of the star (`imagen.shapes.NEW_SHAPES`) at 64 px, in TUNE_COLORS at TUNE_POSITIONS,
+   both sizes, random backgrounds, as PNG + .txt captions (`RUNS/data`).
+2. Each variant tunes the base stage from `shapes` (`imagen-train --init-from shapes --stage base --data ...`)
+   for `--minutes`: `full` (every weight) or `lora` (rank `--rank` adapters), prior preservation on (the
+   default for a small data set: 25% of the examples from the shapes stream) or off (`-noprior`).
+3. Judged at 64 px (default sampling, the same seed for every model): held-out star prompts, every one in a
+   colour and a position absent from the tuning data, by the judge taught the star; and the shipped model's
+   own held-out one-object prompts by the default judge, against the shipped model's score on them.
+
+A variant whose run already holds its result is not tuned again (delete RUNS/VARIANT to redo it). Prints one
+JSON object as its last line: {"data": {...}, "shipped": {...}, "variants": {NAME: {"tune_minutes",
+"steps", "adapter_mb", "star": {...}, "original": {...}, "kept": {...}}}}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import ROOT, emit, machine, spawn_json  # noqa: E402
+from imagen.shapes import ALL_SHAPES, COLORS, POSITIONS, SIZES, Scene, ShapeObject, render  # noqa: E402
+
+SHAPE = "star"
+TUNE_COLORS = ("red", "yellow", "blue", "white")
+TUNE_POSITIONS = ("top left", "top right", "center", "bottom left", "bottom right")
+HELD_OUT_COLORS = tuple(c for c in COLORS if c not in TUNE_COLORS)
+HELD_OUT_POSITIONS = tuple(p for p in POSITIONS if p not in TUNE_POSITIONS)
+ATTRIBUTES = ("background", "object_color", "position", "shape", "size", "overall")
+FULL = ["--set", "base.train.lr=2e-4"]  # a fifth of the pretraining rate: every weight moves
+LORA = ["--lora", "{rank}", "--set", "base.train.lr=1e-3"]  # adapters start at zero and need the full rate
+NO_PRIOR = ["--set", "data.prior_share=0"]
+VARIANTS = {"full": FULL, "lora": LORA, "full-noprior": FULL + NO_PRIOR, "lora-noprior": LORA + NO_PRIOR}
+TUNING = ["--set", "base.train.lr_schedule=constant", "--set", "base.train.warmup_steps=20",
+          "--set", "base.train.checkpoint_every=200"]  # shared by every variant
+
+
+def _scene(rng: random.Random, color: str, size: str, position: str) -> Scene:
+    background = rng.choice([c for c in COLORS if c != color])
+    return Scene((ShapeObject(size, color, SHAPE, position),), background)
+
+
+def tuning_scenes() -> list[Scene]:
+    """The 40 tuning scenes: every tuning colour x position x size, backgrounds drawn at random."""
+    rng = random.Random("new-shape:tune")
+    return [_scene(rng, c, s, p) for c, p, s in itertools.product(TUNE_COLORS, TUNE_POSITIONS, SIZES)]
+
+
+def held_out_star_prompts(count: int) -> list[str]:
+    """`count` star prompts, each in a colour and a position the tuning data never shows, sizes alternating."""
+    rng = random.Random("new-shape:held-out")
+    combos = list(itertools.product(HELD_OUT_COLORS, HELD_OUT_POSITIONS))
+    rng.shuffle(combos)
+    sizes = list(SIZES)
+    return [_scene(rng, c, sizes[i % 2], p).caption for i, (c, p) in enumerate(combos[:count])]
+
+
+def write_data(directory: Path) -> dict:
+    directory.mkdir(parents=True, exist_ok=True)
+    for i, scene in enumerate(tuning_scenes()):
+        render(scene, 64).save(directory / f"{i:02d}.png")
+        (directory / f"{i:02d}.txt").write_text(scene.caption + "\n")
+    return {"images": len(tuning_scenes()), "colors": TUNE_COLORS, "positions": TUNE_POSITIONS,
+            "held_out_colors": HELD_OUT_COLORS, "held_out_positions": HELD_OUT_POSITIONS}
+
+
+def judge_model(model: str, lora: str | None, star_prompts: list[str], original_prompts: list[str]) -> dict:
+    """Base-stage compliance (one-object scores) of `model` (+ `lora`) on the star and the original prompts,
+    and the sampling time of the star prompts."""
+    import torch
+
+    from imagen import Imagen
+    from imagen.eval import evaluate
+
+    torch.manual_seed(0)
+    pipe = Imagen.from_pretrained(model)
+    if lora:
+        pipe.load_lora(lora)
+    result = {}
+    for name, prompts, shapes in (("star", star_prompts, ALL_SHAPES), ("original", original_prompts, None)):
+        started = time.perf_counter()
+        images = pipe.generate(prompts, seed=0, max_batch_size=16, stop_at_stage="base")["base"]
+        seconds = time.perf_counter() - started
+        summary = evaluate(images.cpu(), prompts, **({"shapes": shapes} if shapes else {}))["one_object"]
+        result[name] = {k: round(summary[k], 4) for k in ATTRIBUTES}
+        result[f"{name}_sample_s"] = round(seconds, 2)
+    return result
+
+
+def _judge_in_process(args: argparse.Namespace) -> None:
+    star = held_out_star_prompts(args.star_prompts)
+    from imagen.eval.model import held_out_prompts
+    emit(judge_model(args.model, args.lora, star, held_out_prompts(args.original_prompts)))
+
+
+def _tune(variant: str, runs: Path, minutes: float, rank: int, threads: int) -> dict:
+    run = runs / variant
+    extra = [a.format(rank=rank) for a in VARIANTS[variant]]
+    cmd = [sys.executable, "-m", "trainers.cli", "--init-from", "shapes", "--stage", "base", "--data",
+           str(runs / "data"), "--output", str(run), "--minutes", str(minutes), "--no-progress", *TUNING, *extra]
+    started = time.perf_counter()
+    spawn_json(cmd, f"tuning {variant}", threads, log=run.parent / f"{variant}.log", expect_json=False)
+    return {"tune_minutes": round((time.perf_counter() - started) / 60, 2)}
+
+
+def _steps(run: Path) -> int | None:
+    logs = sorted(run.glob("base/**/metrics.jsonl")) or sorted(run.glob("**/metrics.jsonl"))
+    for log in logs:
+        lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+        steps = [line["step"] for line in lines if "step" in line]
+        if steps:
+            return max(steps)
+    return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "new-shape")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--minutes", type=float, default=8.0, help="tuning budget per variant (target <= 20)")
+    parser.add_argument("--rank", type=int, default=8, help="LoRA rank")
+    parser.add_argument("--star-prompts", type=int, default=32)
+    parser.add_argument("--original-prompts", type=int, default=48)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", help="also write the JSON here")
+    parser.add_argument("--judge", action="store_true", help=argparse.SUPPRESS)  # worker: judge one model
+    parser.add_argument("--model", default="shapes", help=argparse.SUPPRESS)
+    parser.add_argument("--lora", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.judge:
+        _judge_in_process(args)
+        return
+    unknown = [v for v in args.variants.split(",") if v not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"error: unknown variant {', '.join(unknown)}; choose among {', '.join(VARIANTS)}")
+    result: dict = {"machine": machine(args.threads), "data": write_data(args.runs / "data"),
+                    "star_prompts": held_out_star_prompts(args.star_prompts), "variants": {}}
+    judge = [sys.executable, __file__, "--judge", "--star-prompts", str(args.star_prompts),
+             "--original-prompts", str(args.original_prompts)]
+    result["shipped"] = spawn_json(judge, "judging the shipped model", args.threads)
+    for variant in args.variants.split(","):
+        run = args.runs / variant
+        record_path = run / "new_shape.json"
+        if record_path.is_file():
+            result["variants"][variant] = json.loads(record_path.read_text())
+            continue
+        record = _tune(variant, args.runs, args.minutes, args.rank, args.threads)
+        record["steps"] = _steps(run)
+        is_lora = variant.startswith("lora")
+        if is_lora:
+            record["adapter_mb"] = round((run / "lora.safetensors").stat().st_size / 1e6, 3)
+        model = ["--model", "shapes", "--lora", str(run)] if is_lora else ["--model", str(run)]
+        record.update(spawn_json([*judge, *model], f"judging {variant}", args.threads))
+        record["kept"] = {k: round(record["original"][k] / max(result["shipped"]["original"][k], 1e-9), 4)
+                          for k in ATTRIBUTES}
+        record_path.write_text(json.dumps(record, indent=2) + "\n")
+        result["variants"][variant] = record
+    emit(result, args.out)
+
+
+if __name__ == "__main__":
+    main()
