@@ -172,6 +172,9 @@ class TrainConfig:
     crop_size: int = 0  # SR stages: train on random crops of this size (0 = full resolution)
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     compile: bool = False  # torch.compile the U-Net (pays on long runs only: bench/mfu.py --levers)
+    # "fsdp": under a launch of several processes, shard weights, gradients, optimiser state and EMA over them
+    # (torch FSDP2 `fully_shard`, one unit per U-Net level) and write sharded checkpoints (trainers.sharding)
+    sharding: Literal["none", "fsdp"] = "none"
     lora_rank: int = 0  # > 0: train LoRA adapters of this rank on a model given by --init-from, not the weights
     lora_alpha: float = 0.0  # LoRA scale numerator (alpha / rank); 0 = the rank
     lora_conv: bool = False  # also adapt the residual blocks' 3x3 convolutions
@@ -193,6 +196,9 @@ class TrainConfig:
         _check(self.lora_rank >= 0 and self.lora_alpha >= 0, "lora_rank and lora_alpha must be >= 0")
         _check(self.crop_size >= 0 and self.max_minutes >= 0 and self.sample_every >= 0,
                "crop_size, max_minutes and sample_every must be >= 0")
+        # Adafactor's factored statistics (transformers' and torch's) raise on FSDP's DTensor parameters
+        _check(self.sharding == "none" or self.optimizer == "adamw",
+               "sharding=fsdp needs optimizer=adamw: Adafactor does not run on sharded (DTensor) parameters")
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,9 @@ is split into tensors (one safetensors file) and everything else (one JSON file)
 
     checkpoints/step-000200/
       tensors.safetensors
+      sharded/              a sharded run's weights, optimiser and EMA (trainers.sharding), if any
       state.json            written last: a directory without it is incomplete and ignored; holds the
-                            SHA-256 of tensors.safetensors, checked on load
+                            SHA-256 of every other file, checked on load
 
 A checkpoint is written into a temp directory, fsynced, then renamed into place, so a kill at any moment
 leaves the previous checkpoints intact; only the newest `keep` are kept. Temp directories a killed run left
@@ -67,25 +68,42 @@ def unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
 
 def save_checkpoint(directory: str | Path, step: int, state: dict, keep: int) -> Path:
     """Write `state` as checkpoint `step` under `directory`, atomically; prune to the newest `keep`."""
+    staging = stage_checkpoint(directory, step, f"{os.getpid()}")
+    return publish_checkpoint(staging, step, state, keep)
+
+
+def stage_checkpoint(directory: str | Path, step: int, tag: str) -> Path:
+    """A fresh temp directory for checkpoint `step` under `directory` (stale temp directories removed)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    final = directory / f"step-{step:06d}"
     for stale in directory.glob(".step-*.tmp"):  # a killed run's, or this one's from a failed write
         shutil.rmtree(stale, ignore_errors=True)
-    tmp = directory / f".step-{step:06d}.{os.getpid()}.tmp"
-    tmp.mkdir()
+    staging = directory / f".step-{step:06d}.{tag}.tmp"
+    staging.mkdir()
+    return staging
+
+
+def publish_checkpoint(staging: Path, step: int, state: dict, keep: int) -> Path:
+    """Write `state` into `staging` (which may already hold other files, e.g. a sharded checkpoint's shards),
+    with state.json last recording the digest of every file, then rename it into place and prune to the newest
+    `keep`. The temp directory is removed if anything fails."""
+    directory = staging.parent
+    final = directory / f"step-{step:06d}"
     try:
         tensors: dict[str, torch.Tensor] = {}
         document = flatten(state, tensors)
         data = save(tensors)
-        _write(tmp / TENSORS, data)
-        _write(tmp / STATE, json.dumps({"step": step, "state": document, "digests": {TENSORS: sha256(data)}}).encode())
+        _write(staging / TENSORS, data)
+        digests = {TENSORS: sha256(data)}
+        for path in sorted(p for p in staging.rglob("*") if p.is_file() and p.name != TENSORS):
+            digests[path.relative_to(staging).as_posix()] = sha256(path.read_bytes())
+        _write(staging / STATE, json.dumps({"step": step, "state": document, "digests": digests}).encode())
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
         raise
     if final.exists():
         shutil.rmtree(final)
-    os.replace(tmp, final)
+    os.replace(staging, final)
     fsync_dir(directory)
     for old in list_checkpoints(directory)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
@@ -102,14 +120,19 @@ def list_checkpoints(directory: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def load_checkpoint(path: str | Path) -> tuple[int, dict]:
+def load_checkpoint(path: str | Path, *, verify_all: bool = True) -> tuple[int, dict]:
     """(step, state) of one checkpoint directory; ValueError naming it when it is unreadable, does not match
-    its recorded digest, or refers to a tensor it does not hold."""
+    its recorded digests (every file it holds; only its own tensors without `verify_all`), or refers to a
+    tensor it does not hold."""
     path = Path(path)
     try:
         document = json.loads((path / STATE).read_text(encoding="utf-8"))
+        digests = document.get("digests") or {}
         data = (path / TENSORS).read_bytes()
-        verify(path / TENSORS, data, (document.get("digests") or {}).get(TENSORS))
+        verify(path / TENSORS, data, digests.get(TENSORS))
+        for name, digest in digests.items() if verify_all else ():
+            if name != TENSORS:
+                verify(path / name, (path / name).read_bytes(), digest)
         return int(document["step"]), unflatten(document["state"], load(data))
     except (OSError, ValueError, KeyError, TypeError, SafetensorError) as e:
         reason = f"tensor {e} is missing" if isinstance(e, KeyError) else " ".join(str(e).split())

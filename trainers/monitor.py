@@ -108,11 +108,11 @@ def preview_batch(run: RunConfig, name: str) -> tuple[list[str], torch.Tensor | 
     return captions, downsample(images, config.lowres_resolution)
 
 
-def preview_grid(stage: Stage, ema_net: torch.nn.Module, batch, encoder, device) -> Image.Image:
+def preview_grid(stage: Stage, ema_weights: dict[str, torch.Tensor], batch, encoder, device) -> Image.Image:
     """Sample the preview prompts with the EMA weights (the stage's default sampling settings)."""
     captions, lowres = batch
     sampler = Stage(stage.config, encoder.embed_dim).to(device)
-    sampler.net.load_state_dict(ema_net.state_dict())
+    sampler.net.load_state_dict(ema_weights)
     sampler.eval()
     embeds, mask = encoder.encode(captions)
     images = sampler.sample(embeds.to(device, torch.float32), mask.to(device), generators(range(len(captions)), device),

@@ -37,8 +37,9 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> to
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config))
 
 
-def build_ema(net: nn.Module, config: TrainConfig) -> EMA:
+def build_ema(net: nn.Module, config: TrainConfig, ema_model: nn.Module | None = None) -> EMA:
     """EMA of the weights, decay 1 - (1 + step)^-power capped at `ema_decay` (a warm-up: early on the EMA
-    follows the weights closely, which matters for short CPU runs), updated every step."""
-    return EMA(net, beta=config.ema_decay, power=config.ema_warmup_power, inv_gamma=1.0,
+    follows the weights closely, which matters for short CPU runs), updated every step; kept in `ema_model`
+    (same architecture, e.g. sharded alike) or in a copy of `net`."""
+    return EMA(net, ema_model=ema_model, beta=config.ema_decay, power=config.ema_warmup_power, inv_gamma=1.0,
                update_after_step=config.ema_update_after_step, update_every=1, include_online_model=False)

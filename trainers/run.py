@@ -26,8 +26,10 @@ from configs import RunConfig, to_json
 from imagen import checkpoint, lora
 from imagen.io import atomic_write
 from imagen.lora import adapter_weights
+from imagen.stage import Stage
 from imagen.text import load_text_encoder
 
+from .sharding import is_sharded_checkpoint, read_ema_weights
 from .trainer import StageResult, StageTrainer
 
 RUN_CONFIG, LOCK_FILE = "run-config.json", ".lock"
@@ -61,7 +63,7 @@ def run_lock(run_dir: Path):
     """Hold an exclusive lock on `run_dir` (its `.lock` file, with the holder's PID) while a run trains in it; the
     OS releases it when the process dies, however it dies. ValueError naming the holder when another process
     has it. Only the main process of a launch locks."""
-    if int(os.environ.get("RANK", "0")) != 0:
+    if not _launch_main_process():
         yield
         return
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -85,8 +87,16 @@ def run_lock(run_dir: Path):
         handle.close()
 
 
+def _launch_main_process() -> bool:
+    """Whether this is the main process of a launch (or no launch), known before the process group exists."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def prepare_run_dir(run_dir: Path, config: RunConfig, resume: bool) -> None:
-    """Create the run directory and write its resolved config; refuse to mix runs."""
+    """Create the run directory and write its resolved config (the main process of a launch); refuse to mix
+    runs."""
+    if not _launch_main_process():
+        return
     saved = run_dir / RUN_CONFIG
     if saved.exists() and not resume:
         raise ValueError(f"{run_dir} already holds a run; pass --resume to continue it, or choose a new --output")
@@ -168,6 +178,7 @@ def export_checkpoint(run_dir: Path, config: RunConfig, stages: list[str], *, st
     (default: the run directory itself), e.g. to sample a run that is still training."""
     from .checkpoints import list_checkpoints, load_checkpoint
 
+    encoder = load_text_encoder(config.text)
     weights = {}
     for name in stages:
         found = list_checkpoints(run_dir / name / "checkpoints")
@@ -177,11 +188,15 @@ def export_checkpoint(run_dir: Path, config: RunConfig, stages: list[str], *, st
             which = f"at step {step}" if step is not None else "at all"
             raise ValueError(f"stage {name} of {run_dir} has no checkpoint {which}")
         _, state = load_checkpoint(found[-1])
+        if is_sharded_checkpoint(found[-1]):
+            template = Stage(config.stages()[name], encoder.embed_dim).net.state_dict()
+            weights[name] = read_ema_weights(found[-1], template)
+            continue
         prefix = "ema_model."
         weights[name] = {k[len(prefix):]: v for k, v in state["ema"].items() if k.startswith(prefix)}
     output = output or run_dir
     output.mkdir(parents=True, exist_ok=True)
-    export(output, config, load_text_encoder(config.text).identity, weights)
+    export(output, config, encoder.identity, weights)
     return output
 
 

@@ -1,5 +1,6 @@
 """Training one stage of a cascade with accelerate: one process, one GPU or many (DDP through
-`accelerate launch`), exact resume, atomic checkpoints, EMA, logging and preview grids.
+`accelerate launch`, or sharded with FSDP: `trainers.sharding`), exact resume, atomic checkpoints, EMA,
+logging and preview grids.
 
 Every random draw of step k comes from a generator seeded by (train.seed, k): the global batch's noise is
 drawn whole and each process takes its rows, so a step is a pure function of (weights, data position, k).
@@ -31,6 +32,15 @@ from .checkpoints import list_checkpoints, load_checkpoint, save_checkpoint
 from .data import build_dataset, make_loader
 from .monitor import Monitor, preview_batch, preview_grid
 from .optim import build_ema, build_optimizer, build_scheduler
+from .sharding import (
+    as_tensor,
+    full_weights,
+    is_sharded,
+    load_sharded_checkpoint,
+    no_gradient_sync,
+    save_sharded_checkpoint,
+    shard,
+)
 from .text_features import TextFeatures
 
 
@@ -83,16 +93,22 @@ class StageTrainer:
         world = accelerator.num_processes
         per_rank, micro = _batch_split(self.train.batch_size, world, self.train.grad_accum)
         self.per_rank, self.micro = per_rank, micro
+        self.sharded = is_sharded(self.train, accelerator)
         torch.manual_seed(self.train.seed)  # the same initial weights in every process
-        self.stage = Stage(self.config, text_encoder.embed_dim)
-        if self.train.lora_rank:
-            add_lora(self.stage.net, self.train.lora_rank, self.train.lora_alpha, self.train.lora_conv)
-        if self.train.compile:
-            self.stage.net.compile()  # in place: the state dict keeps its names
-        self.ema = build_ema(self.stage.net, self.train)
+        self.text_dim = text_encoder.embed_dim
+        self.stage = self._build_stage()
+        if self.sharded:  # the EMA copy is sharded alike: a second stage, not a deep copy of the first
+            ema_stage = self._build_stage()
+            self.ema = build_ema(self.stage.net, self.train, ema_model=ema_stage.net)
+        else:
+            self.ema = build_ema(self.stage.net, self.train)
         self.optimizer = build_optimizer(self.stage.parameters(), self.train)
+        # the schedule counts optimiser steps of the global batch: not prepared, which would step it once per process
         self.scheduler = build_scheduler(self.optimizer, self.train)
-        self.model, self.optimizer, self.scheduler = accelerator.prepare(self.stage, self.optimizer, self.scheduler)
+        if self.sharded:
+            self.model, self.optimizer = self.stage, accelerator.prepare(self.optimizer)
+        else:
+            self.model, self.optimizer = accelerator.prepare(self.stage, self.optimizer)
         self.ema.to(accelerator.device)
         size = self.train.crop_size or self.config.resolution
         self.size = size
@@ -103,6 +119,16 @@ class StageTrainer:
                                  accelerator)
         self.step, self.elapsed, self.data_state = 0, 0.0, None
 
+    def _build_stage(self) -> Stage:
+        stage = Stage(self.config, self.text_dim)
+        if self.train.lora_rank:
+            add_lora(stage.net, self.train.lora_rank, self.train.lora_alpha, self.train.lora_conv)
+        if self.train.compile:
+            stage.net.compile()  # in place: the state dict keeps its names
+        if self.sharded:
+            shard(stage, self.acc)
+        return stage
+
     # -- checkpoints ---------------------------------------------------------------------------------
     def resume(self) -> bool:
         """Restore the newest checkpoint of this stage that verifies (a damaged one is reported on stderr and
@@ -110,6 +136,13 @@ class StageTrainer:
         found = list_checkpoints(self.dir / "checkpoints")
         if not found:
             return False
+        if self.sharded:
+            restored = load_sharded_checkpoint(found, self.model, self.optimizer, self.ema, self.acc)
+            if restored is None:
+                raise ValueError(f"no checkpoint of stage {self.name} in {self.dir / 'checkpoints'} can be used "
+                                 "(each was reported above); delete them to start the stage again")
+            self._restore_unsharded(*restored)
+            return True
         for path in reversed(found):
             try:
                 step, state = load_checkpoint(path)
@@ -123,11 +156,14 @@ class StageTrainer:
         self.acc.unwrap_model(self.model).load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
+        self._restore_unsharded(step, state)
+        return True
+
+    def _restore_unsharded(self, step: int, state: dict) -> None:
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.elapsed, self.data_state = step, float(state["elapsed"]), state["data"]
         if state.get("rng") is not None:
             torch.set_rng_state(state["rng"])
-        return True
 
     def start_from(self, weights: dict[str, torch.Tensor], path: Path) -> None:
         """Start from trained U-Net weights (fine-tuning; the optimiser and schedule start fresh), live and EMA;
@@ -137,9 +173,14 @@ class StageTrainer:
         self.ema.copy_params_from_model_to_ema()
 
     def save(self, loader) -> None:
-        state = {"model": self.acc.unwrap_model(self.model).state_dict(), "ema": self.ema.state_dict(),
-                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                 "elapsed": self.elapsed, "data": loader.state_dict(), "rng": torch.get_rng_state()}
+        state = {"scheduler": self.scheduler.state_dict(), "elapsed": self.elapsed, "data": loader.state_dict(),
+                 "rng": torch.get_rng_state()}
+        if self.sharded:
+            save_sharded_checkpoint(self.dir / "checkpoints", self.step, state, self.model, self.optimizer,
+                                    self.ema, self.train.keep_checkpoints, self.acc)
+            return
+        state.update(model=self.acc.unwrap_model(self.model).state_dict(), ema=self.ema.state_dict(),
+                     optimizer=self.optimizer.state_dict())
         if self.acc.is_main_process:
             save_checkpoint(self.dir / "checkpoints", self.step, state, keep=self.train.keep_checkpoints)
         self.acc.wait_for_everyone()
@@ -198,7 +239,7 @@ class StageTrainer:
             return loss, float("nan")
         grad_norm = float("nan")
         if self.train.grad_clip > 0:
-            grad_norm = float(self.acc.clip_grad_norm_(self.model.parameters(), self.train.grad_clip))
+            grad_norm = float(as_tensor(self.acc.clip_grad_norm_(self.model.parameters(), self.train.grad_clip)))
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -221,7 +262,8 @@ class StageTrainer:
         for k in range(micro_steps):
             rows = slice(k * self.micro, (k + 1) * self.micro)
             global_rows = slice(first + rows.start, first + rows.stop)
-            sync = nullcontext() if k == micro_steps - 1 else self.acc.no_sync(self.model)
+            sync = nullcontext() if k == micro_steps - 1 else (
+                no_gradient_sync(self.model) if self.sharded else self.acc.no_sync(self.model))
             with sync, self.acc.autocast():
                 loss = self.model(images[rows], embeds[rows], mask[rows], noise.rows(global_rows),
                                   None if lowres is None else lowres[rows]).mean() / micro_steps
@@ -231,13 +273,18 @@ class StageTrainer:
 
     # -- outputs -------------------------------------------------------------------------------------
     def ema_weights(self) -> dict[str, torch.Tensor]:
+        """The EMA U-Net weights, unsharded, on the CPU (collective when sharded)."""
+        if self.sharded:
+            return full_weights(self.ema.ema_model)
         return {k: v.detach().cpu() for k, v in self.ema.ema_model.state_dict().items()}
 
     def preview(self, monitor: Monitor) -> None:
-        """A labelled grid of EMA samples for held-out prompts (PNG + TensorBoard), main process only."""
+        """A labelled grid of EMA samples for held-out prompts (PNG + TensorBoard), drawn by the main process
+        (from the gathered weights when sharded)."""
+        weights = self.ema_weights() if self.sharded or self.acc.is_main_process else None
         if self.acc.is_main_process:
             batch = preview_batch(self.run, self.name)
-            grid = preview_grid(self.stage, self.ema.ema_model, batch, self.text.encoder, self.acc.device)
+            grid = preview_grid(self.stage, weights, batch, self.text.encoder, self.acc.device)
             monitor.image(self.step, grid)
         self.acc.wait_for_everyone()
 

@@ -1,0 +1,113 @@
+"""Sharded training (FSDP2 `fully_shard`) on two CPU processes over gloo, through `imagen-train` under
+`accelerate launch`, against one unsharded process: the same losses for 10 steps (and for two DDP processes),
+sharded checkpoints that are published atomically with a digest per file, an exact resume, and the same
+exported model."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from trainers.checkpoints import list_checkpoints, load_checkpoint
+
+from .conftest import TINY_BASE
+
+ACCELERATE = Path(sys.executable).parent / "accelerate"
+STEPS = 10
+# a warm-up (the schedule must count global steps), gradient clipping and checkpointing inside the FSDP units
+SETTINGS = [*TINY_BASE, "sr1=none", "sr2=none", "base.train.max_steps=10", "base.train.checkpoint_every=5",
+            "base.train.keep_checkpoints=5", "base.train.warmup_steps=3", "base.train.batch_size=8",
+            "base.unet.gradient_checkpointing=true"]
+ENV = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+
+
+def _train(args: list[str], processes: int, port: int) -> None:
+    cli = ["-m", "trainers.cli", *args, "--no-progress"]
+    if processes == 1:
+        command = [sys.executable, *cli]
+    else:
+        command = [str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", str(processes), "--num_machines",
+                   "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port), *cli]
+    done = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def _losses(run: Path) -> dict[int, float]:
+    lines = (run / "base" / "metrics.jsonl").read_text().splitlines()
+    return {r["step"]: r["loss"] for r in map(json.loads, lines) if "loss" in r and not r.get("skipped")}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("sharding")
+    sets = [x for s in SETTINGS for x in ("--set", s)]
+    _train(["--config", "shapes-tiny", "--output", str(root / "one"), *sets], 1, 0)
+    _train(["--config", "shapes-tiny", "--output", str(root / "fsdp"), *sets, "--set", "base.train.sharding=fsdp"],
+           2, 29531)
+    _train(["--config", "shapes-tiny", "--output", str(root / "ddp"), *sets], 2, 29535)
+    return {"one": root / "one", "fsdp": root / "fsdp", "ddp": root / "ddp", "root": root}
+
+
+@pytest.mark.parametrize("mode", ["fsdp", "ddp"])
+def test_two_processes_take_the_steps_of_one(runs, mode):
+    one, two = _losses(runs["one"]), _losses(runs[mode])
+    assert sorted(one) == sorted(two) == list(range(1, STEPS + 1))
+    for step in one:  # float32 sums in another order: equal to ~1e-6 relative
+        assert two[step] == pytest.approx(one[step], rel=1e-4), step
+    assert len(set(one.values())) == STEPS  # the losses move: a real run, not a constant
+    assert not (runs[mode] / "base" / "checkpoints" / "step-000010" / "sharded").exists() or mode == "fsdp"
+
+
+def test_sharded_checkpoints_hold_shards_with_digests(runs):
+    directory = runs["fsdp"] / "base" / "checkpoints"
+    found = list_checkpoints(directory)
+    assert [p.name for p in found] == ["step-000005", "step-000010"]
+    assert not list(directory.glob(".*.tmp"))  # published by a rename: no staging directory left
+    document = json.loads((found[-1] / "state.json").read_text())
+    shards = [name for name in document["digests"] if name.startswith("sharded/")]
+    assert any(name.endswith(".metadata") for name in shards) and len(shards) >= 3  # metadata + one file a rank
+    assert "model" not in document["state"] and "scheduler" in document["state"]
+    damaged = runs["root"] / "damaged"
+    shutil.copytree(found[-1], damaged)
+    shard = damaged / next(n for n in shards if n.endswith(".distcp"))
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="cannot be used"):
+        load_checkpoint(damaged)
+
+
+def test_sharded_export_equals_the_unsharded_run(runs):
+    one, two = load_file(str(runs["one"] / "base.safetensors")), load_file(str(runs["fsdp"] / "base.safetensors"))
+    assert set(one) == set(two)
+    for name in one:
+        torch.testing.assert_close(two[name], one[name], rtol=1e-4, atol=1e-5, msg=name)
+    # --export reads the sharded checkpoint in one process, with no launch
+    _train(["--output", str(runs["fsdp"]), "--resume", "--export", "--export-to", str(runs["root"] / "exported")],
+           1, 0)
+    exported = load_file(str(runs["root"] / "exported" / "base.safetensors"))
+    for name in two:
+        assert torch.equal(exported[name], two[name]), name
+
+
+def test_sharded_resume_repeats_the_run_exactly(runs):
+    resumed = runs["root"] / "resumed"
+    shutil.copytree(runs["fsdp"], resumed)
+    shutil.rmtree(resumed / "base" / "checkpoints" / "step-000010")
+    (resumed / "base.safetensors").unlink()
+    _train(["--output", str(resumed), "--resume"], 2, 29533)
+    first, again = _losses(runs["fsdp"]), _losses(resumed)
+    for step in range(6, STEPS + 1):
+        assert again[step] == first[step], step
+    exported = load_file(str(resumed / "base.safetensors"))
+    reference = load_file(str(runs["fsdp"] / "base.safetensors"))
+    for name in reference:
+        assert torch.equal(exported[name], reference[name]), name
