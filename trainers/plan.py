@@ -11,7 +11,8 @@ of torch's CPU kernels; a GPU's fused attention (flash / memory-efficient SDPA) 
 
 The largest batch per GPU = (memory x 0.9 - static) / activations per sample, where static is parameters +
 gradients + optimiser + EMA (+ the bf16 copies of the weights autocast keeps), divided by the number of GPUs when
-they are sharded (FSDP). The weights autograd saves are not activations: they are counted once, as parameters.
+they are sharded (FSDP, which also keeps the largest unit whole while it runs: see `StagePlan.max_batch`). The
+weights autograd saves are not activations: they are counted once, as parameters.
 """
 
 from __future__ import annotations
@@ -42,15 +43,24 @@ class StagePlan:
     optimizer_bytes: int
     ema_bytes: int
     activations: dict  # {"fp32" | "bf16": {"plain" | "checkpointing": bytes per sample}}
+    sharded_optimizer_bytes: int = 0  # AdamW's, whatever the config's optimiser: sharding needs AdamW
+    largest_unit: int = 0  # parameters of the largest FSDP unit (a U-Net level, or the rest of the net)
 
     @property
     def static_bytes(self) -> int:
         return self.params_bytes + self.grads_bytes + self.optimizer_bytes + self.ema_bytes
 
+    @property
+    def sharded_static_bytes(self) -> int:
+        return self.static_bytes - self.optimizer_bytes + self.sharded_optimizer_bytes
+
     def max_batch(self, gpu_bytes: float, gpus: int, sharded: bool, precision: str, checkpointing: bool) -> int:
         # under bf16 autocast a bf16 copy of every weight is kept for the backward pass (of the shard in use)
         copies = 2 * self.parameters if precision == "bf16" else 0
-        static = (self.static_bytes + copies) / (gpus if sharded else 1)
+        # sharded, the largest unit is whole while it runs: its gathered weights, the next unit's (prefetched)
+        # and its full gradient before the reduce-scatter
+        gathered = 3 * 4 * self.largest_unit
+        static = (self.sharded_static_bytes + copies) / gpus + gathered if sharded else self.static_bytes + copies
         per_sample = self.activations[precision]["checkpointing" if checkpointing else "plain"]
         return max(0, math.floor((gpu_bytes * USABLE - static) / per_sample))
 
@@ -84,7 +94,14 @@ def plan_stage(name: str, config: StageConfig, text_dim: int, text_length: int,
         activations.setdefault(precision, {})[mode] = activation_bytes(config, text_dim, text_length, size, precision,
                                                                        mode == "checkpointing")
     return StagePlan(name=name, resolution=size, parameters=count, params_bytes=4 * count, grads_bytes=4 * count,
-                     optimizer_bytes=_optimizer_bytes(params, config), ema_bytes=4 * count, activations=activations)
+                     optimizer_bytes=_optimizer_bytes(params, config), ema_bytes=4 * count, activations=activations,
+                     sharded_optimizer_bytes=8 * count, largest_unit=_largest_unit(net))
+
+
+def _largest_unit(net) -> int:
+    """Parameters of the largest FSDP unit of `net` (trainers.sharding: one per level, the rest the root)."""
+    levels = [sum(p.numel() for p in level.parameters()) for level in (*net.downs, *net.ups)]
+    return max(*levels, sum(p.numel() for p in net.parameters()) - sum(levels))
 
 
 def _optimizer_bytes(params: list[torch.Tensor], config: StageConfig) -> int:
@@ -247,7 +264,9 @@ def report(plans: list[StagePlan], gpus: int, gpu_bytes: float) -> str:
         lines.append(f"{p.name}: {p.parameters / 1e6:,.0f}M parameters at {p.resolution} px; static "
                      f"{p.static_bytes / gib:.1f} GiB (params {p.params_bytes / gib:.1f}, grads "
                      f"{p.grads_bytes / gib:.1f}, optimiser {p.optimizer_bytes / gib:.1f}, EMA {p.ema_bytes / gib:.1f})"
-                     f", {p.static_bytes / gpus / gib:.1f} GiB per GPU sharded")
+                     f", {p.sharded_static_bytes / gpus / gib:.1f} GiB per GPU sharded"
+                     + (" (with AdamW, which sharding needs)" if p.sharded_optimizer_bytes != p.optimizer_bytes
+                        else ""))
         for precision in ("fp32", "bf16"):
             act = p.activations[precision]
             batches = [p.max_batch(gpu_bytes, gpus, sharded, precision, ckpt)
