@@ -111,3 +111,21 @@ def test_sharded_resume_repeats_the_run_exactly(runs):
     reference = load_file(str(runs["fsdp"] / "base.safetensors"))
     for name in reference:
         assert torch.equal(exported[name], reference[name]), name
+
+
+@pytest.mark.parametrize(("name", "machines", "processes"), [("8gpu", 1, 8), ("multinode", 4, 32)])
+def test_ready_launch_configs_load_in_accelerate(name, machines, processes):
+    from accelerate.commands.config.config_args import load_config_from_file
+    from accelerate.utils import DistributedType
+
+    config = load_config_from_file(str(Path(__file__).parents[2] / "configs" / "accelerate" / f"{name}.yaml"))
+    assert config.distributed_type == DistributedType.MULTI_GPU  # plain processes: sharding is train.sharding's
+    assert (config.num_machines, config.num_processes, config.mixed_precision) == (machines, processes, "no")
+
+
+def test_adafactor_is_refused_with_sharding_in_one_line():
+    from configs import load_config
+
+    with pytest.raises(ValueError, match="sharding=fsdp needs optimizer=adamw"):
+        load_config("imagen-base-64", ["base.train.sharding=fsdp"])
+    assert load_config("imagen-base-64", ["base.train.sharding=fsdp", "base.train.optimizer=adamw"])
