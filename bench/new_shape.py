@@ -13,6 +13,9 @@ with and without prior preservation, and judge what it learnt and what it kept.
    colour and a position absent from the tuning data, by the judge taught the star; and the shipped model's
    own held-out one-object prompts by the default judge, against the shipped model's score on them.
 
+With `--picture PNG`: the README's before/after grid instead (the shipped model and the `full` and `lora`
+runs of RUNS on four held-out star prompts, one tuning prompt and one original prompt, at 256 px).
+
 A variant whose run already holds its result is not tuned again (delete RUNS/VARIANT to redo it). Prints one
 JSON object as its last line: {"data": {...}, "shipped": {...}, "variants": {NAME: {"tune_minutes",
 "steps", "adapter_mb", "star": {...}, "original": {...}, "kept": {...}}}}.
@@ -21,6 +24,7 @@ JSON object as its last line: {"data": {...}, "shipped": {...}, "variants": {NAM
 from __future__ import annotations
 
 import argparse
+import io
 import itertools
 import json
 import random
@@ -107,6 +111,30 @@ def _judge_in_process(args: argparse.Namespace) -> None:
     emit(judge_model(args.model, args.lora, star, held_out_prompts(args.original_prompts)))
 
 
+def picture(runs: Path, out: Path) -> None:
+    """Rows: the shipped model, its full fine-tune, its LoRA; columns: star prompts held out and seen, and one
+    original prompt; 256 px (the tuned base, then the shipped 64 -> 256 stage), the same seed everywhere."""
+    from imagen import Imagen
+    from imagen.eval.model import held_out_prompts
+    from imagen.grid import labelled_grid
+    from imagen.io import atomic_write
+
+    prompts = [*held_out_star_prompts(4), tuning_scenes()[5].caption, held_out_prompts(1)[0]]
+    models = {"shapes": ("shapes", None), "full": (str(runs / "full"), None), "LoRA": ("shapes", str(runs / "lora"))}
+    images, titles = [], []
+    for title, (model, lora) in models.items():
+        pipe = Imagen.from_pretrained(model)
+        if lora:
+            pipe.load_lora(lora)
+        images += pipe(prompts, seed=0, stop_at_stage="sr1", output_type="pil", progress=False).images
+        titles.append(title)
+    grid = labelled_grid(images, labels=prompts * len(models), columns=len(prompts), cell=192, row_titles=titles)
+    buffer = io.BytesIO()
+    grid.save(buffer, "PNG", optimize=True)
+    atomic_write(out, buffer.getvalue())
+    print(f"wrote {out}")
+
+
 def _tune(variant: str, runs: Path, minutes: float, rank: int, threads: int) -> dict:
     run = runs / variant
     extra = [a.format(rank=rank) for a in VARIANTS[variant]]
@@ -137,12 +165,16 @@ def main() -> None:
     parser.add_argument("--original-prompts", type=int, default=48)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", help="also write the JSON here")
+    parser.add_argument("--picture", type=Path, help="write the before/after grid of RUNS' full and lora runs here")
     parser.add_argument("--judge", action="store_true", help=argparse.SUPPRESS)  # worker: judge one model
     parser.add_argument("--model", default="shapes", help=argparse.SUPPRESS)
     parser.add_argument("--lora", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.judge:
         _judge_in_process(args)
+        return
+    if args.picture:
+        picture(args.runs, args.picture)
         return
     unknown = [v for v in args.variants.split(",") if v not in VARIANTS]
     if unknown:
