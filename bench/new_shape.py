@@ -6,9 +6,9 @@ with and without prior preservation, and judge what it learnt and what it kept.
 1. Tuning data: 40 renders of the star (`imagen.shapes.NEW_SHAPES`) at 64 px, in TUNE_COLORS at TUNE_POSITIONS,
    both sizes, random backgrounds, as PNG + .txt captions (`RUNS/data`).
 2. Each variant tunes the base stage from `shapes` (`imagen-train --init-from shapes --stage base --data ...`)
-   for `--minutes`: `full` (every weight) or `lora` (rank `--rank` adapters on the attention projections and
-   the 3x3 convolutions), prior preservation on (the default for a small data set: 25% of the examples from
-   the shapes stream) or off (`-noprior`).
+   for `--minutes`: `full` (every weight), `lora` (rank `--rank` adapters on the attention projections and
+   the 3x3 convolutions) or `lora-text` (on cross-attention's text keys and values only), prior preservation
+   on (the default for a small data set: 25% of the examples from the shapes stream) or off (`-noprior`).
 3. Judged at 64 px (default sampling, the same seed for every model): held-out star prompts, every one in a
    colour and a position absent from the tuning data, by the judge taught the star; and the shipped model's
    own held-out one-object prompts by the default judge, against the shipped model's score on them.
@@ -45,8 +45,11 @@ HELD_OUT_POSITIONS = tuple(p for p in POSITIONS if p not in TUNE_POSITIONS)
 ATTRIBUTES = ("background", "object_color", "position", "shape", "size", "overall")
 FULL = ["--set", "base.train.lr=5e-4"]  # half the pretraining rate: every weight moves
 LORA = ["--lora", "{rank}", "--lora-conv", "--set", "base.train.lr=2e-3"]  # adapters start at zero: a higher rate
+# adapters on cross-attention's text keys and values only (Custom Diffusion): what "star" means, not where it goes
+LORA_TEXT = ["--lora", "{rank}", "--lora-target", "text", "--set", "base.train.lr=2e-3"]
 NO_PRIOR = ["--set", "data.prior_share=0"]
-VARIANTS = {"full": FULL, "lora": LORA, "full-noprior": FULL + NO_PRIOR, "lora-noprior": LORA + NO_PRIOR}
+VARIANTS = {"full": FULL, "lora": LORA, "lora-text": LORA_TEXT, "full-noprior": FULL + NO_PRIOR,
+            "lora-noprior": LORA + NO_PRIOR}
 # shared by every variant: small batches (more updates in the budget: 1,164 steps in 5 min at batch 8 drew
 # stars for the tuning prompts where 382 at batch 32 drew blobs), a constant rate after a short warm-up
 TUNING = ["--set", "base.train.batch_size=8", "--set", "base.train.lr_schedule=constant",

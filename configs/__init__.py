@@ -2,6 +2,7 @@
 
 from .loader import from_dict, from_json, load_config, preset_names, to_dict, to_json
 from .schema import (
+    LORA_TARGETS,
     LOSS_NAMES,
     PRECISIONS,
     PREDICTIONS,
@@ -23,8 +24,8 @@ from .schema import (
 )
 
 __all__ = [
-    "LOSS_NAMES", "PRECISIONS", "PREDICTIONS", "SAMPLER_NAMES", "SCHEDULE_KINDS", "STAGE_NAMES", "THRESHOLDING_MODES",
-    "TIME_GRID_NAMES", "DataConfig", "NoiseAugConfig", "ObjectiveConfig",
+    "LORA_TARGETS", "LOSS_NAMES", "PRECISIONS", "PREDICTIONS", "SAMPLER_NAMES", "SCHEDULE_KINDS", "STAGE_NAMES",
+    "THRESHOLDING_MODES", "TIME_GRID_NAMES", "DataConfig", "NoiseAugConfig", "ObjectiveConfig",
     "RunConfig", "SamplerConfig", "ScheduleConfig", "StageConfig", "TextEncoderConfig", "TrainConfig",
     "UNetConfig", "from_dict", "from_json", "load_config", "preset_names", "to_dict", "to_json",
 ]

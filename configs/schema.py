@@ -19,6 +19,7 @@ ScheduleKind = Literal["cosine", "linear"]
 Prediction = Literal["eps", "v", "x0"]
 LossName = Literal["l2", "l1", "huber"]
 Precision = Literal["float32", "bfloat16", "float16"]
+LoraTarget = Literal["attention", "text"]
 
 STAGE_NAMES: tuple[str, ...] = get_args(StageName)
 SAMPLER_NAMES: tuple[str, ...] = get_args(SamplerName)
@@ -28,6 +29,7 @@ SCHEDULE_KINDS: tuple[str, ...] = get_args(ScheduleKind)
 PREDICTIONS: tuple[str, ...] = get_args(Prediction)
 LOSS_NAMES: tuple[str, ...] = get_args(LossName)
 PRECISIONS: tuple[str, ...] = get_args(Precision)
+LORA_TARGETS: tuple[str, ...] = get_args(LoraTarget)
 
 
 def _check(condition: bool, message: str) -> None:
@@ -178,6 +180,8 @@ class TrainConfig:
     lora_rank: int = 0  # > 0: train LoRA adapters of this rank on a model given by --init-from, not the weights
     lora_alpha: float = 0.0  # LoRA scale numerator (alpha / rank); 0 = the rank
     lora_conv: bool = False  # also adapt the residual blocks' 3x3 convolutions
+    # "attention": every attention projection; "text": only cross-attention's keys and values of the text
+    lora_target: LoraTarget = "attention"
     seed: int = 0
     log_every: int = 10
     checkpoint_every: int = 500

@@ -23,26 +23,33 @@ from .io import atomic_write, sha256, verify
 
 FORMAT = "imagen-lora"
 CONFIG_FILE, WEIGHTS_FILE = "lora.json", "lora.safetensors"
-ATTENTION = r".*attn\.(self_attn\.(qkv|out)|cross_attn\.(q|kv|out))$"
+TARGETS = {  # what an adapter adapts -> the modules it wraps
+    "attention": r".*attn\.(self_attn\.(qkv|out)|cross_attn\.(q|kv|out))$",
+    # only the keys and values the text gives cross-attention (Custom Diffusion, Kumari et al. 2023): what the
+    # words mean to the U-Net, not how it draws, so a new word composes with what the model already places
+    "text": r".*cross_attn\.kv$",
+}
 CONVOLUTIONS = r".*res_blocks\.\d+\.conv[12]$"
 
 
-def lora_config(rank: int, alpha: float | None = None, conv: bool = False):
+def lora_config(rank: int, alpha: float | None = None, conv: bool = False, target: str = "attention"):
     from peft import LoraConfig
 
     if rank < 1:
         raise ValueError(f"LoRA rank must be >= 1, got {rank}")
-    targets = f"({ATTENTION})|({CONVOLUTIONS})" if conv else ATTENTION
+    if target not in TARGETS:
+        raise ValueError(f"unknown LoRA target {target!r}: choose among {', '.join(TARGETS)}")
+    targets = f"({TARGETS[target]})|({CONVOLUTIONS})" if conv else TARGETS[target]
     return LoraConfig(r=rank, lora_alpha=alpha or rank, target_modules=targets, lora_dropout=0.0)
 
 
 def add_lora(net: torch.nn.Module, rank: int, alpha: float | None = None, conv: bool = False,
-             name: str = "default") -> None:
+             name: str = "default", target: str = "attention") -> None:
     """Inject adapter `name` into `net` in place; only adapter weights stay trainable (B starts at zero, so the
     net computes what it did)."""
     from peft import inject_adapter_in_model
 
-    inject_adapter_in_model(lora_config(rank, alpha, conv), net, adapter_name=name)
+    inject_adapter_in_model(lora_config(rank, alpha, conv, target), net, adapter_name=name)
     for parameter_name, parameter in net.named_parameters():
         parameter.requires_grad_("lora_" in parameter_name)
 
@@ -72,7 +79,7 @@ def load_base_weights(net: torch.nn.Module, weights: dict[str, torch.Tensor], pa
 
 
 def save_lora(directory: str | Path, weights: dict[str, dict[str, torch.Tensor]], *, base_model: str, rank: int,
-              alpha: float, conv: bool, text_encoder: dict) -> Path:
+              alpha: float, conv: bool, text_encoder: dict, target: str = "attention") -> Path:
     """Write the adapters of each stage (`weights`: stage -> peft-form adapter weights) and their config."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -81,7 +88,8 @@ def save_lora(directory: str | Path, weights: dict[str, dict[str, torch.Tensor]]
     data = save_safetensors(tensors, metadata={"format": FORMAT})
     atomic_write(directory / WEIGHTS_FILE, data)
     document = {"format": FORMAT, "base_model": base_model, "rank": rank, "alpha": alpha, "conv": conv,
-                "stages": list(weights), "text_encoder": text_encoder, "digests": {WEIGHTS_FILE: sha256(data)}}
+                "target": target, "stages": list(weights), "text_encoder": text_encoder,
+                "digests": {WEIGHTS_FILE: sha256(data)}}
     atomic_write(directory / CONFIG_FILE, json.dumps(document, indent=2))
     return directory
 
@@ -131,8 +139,8 @@ def load_lora(pipe, directory: str | Path, scale: float = 1.0, merge: bool = Fal
             raise ValueError("merge every adapter or none: peft runs a layer with merged adapters without its "
                              "unmerged ones")
 
-        inject_adapter_in_model(lora_config(document["rank"], document["alpha"], document["conv"]), net,
-                                adapter_name=name)
+        config = lora_config(document["rank"], document["alpha"], document["conv"], document.get("target", "attention"))
+        inject_adapter_in_model(config, net, adapter_name=name)
         result = set_peft_model_state_dict(net, state, adapter_name=name)
         missing = [k for k in result.missing_keys if "lora_" in k and f".{name}." in k]
         if missing:

@@ -90,7 +90,7 @@ def test_the_cli_package_imports_run_one_way():
 
 def test_every_registry_schema_literal_and_cli_choice_is_the_configs_vocabulary():
     import configs
-    from configs.schema import ObjectiveConfig, SamplerConfig, ScheduleConfig, TextEncoderConfig
+    from configs.schema import ObjectiveConfig, SamplerConfig, ScheduleConfig, TextEncoderConfig, TrainConfig
     from imagen.cli.arguments import build_parser
     from imagen.samplers import SAMPLERS, TIME_GRIDS
     from imagen.text import DTYPES
@@ -117,6 +117,12 @@ def test_every_registry_schema_literal_and_cli_choice_is_the_configs_vocabulary(
     assert choices["thresholding"] == configs.THRESHOLDING_MODES
     assert choices["time_grid"] == configs.TIME_GRID_NAMES
     assert choices["dtype"] == configs.PRECISIONS
+    from imagen.lora import TARGETS
+    from trainers.cli import build_parser as train_parser
+
+    assert tuple(TARGETS) == literal(TrainConfig, "lora_target") == configs.LORA_TARGETS
+    train_choices = {action.dest: tuple(action.choices) for action in train_parser()._actions if action.choices}
+    assert train_choices["lora_target"] == configs.LORA_TARGETS
 
 
 def test_every_time_grid_is_accepted_by_config_overrides():

@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from configs import STAGE_NAMES, load_config, preset_names, to_json
+from configs import LORA_TARGETS, STAGE_NAMES, load_config, preset_names, to_json
 
 EPILOG = """examples:
   imagen-train --config shapes-tiny --output runs/tiny                 # the CPU demo cascade, all stages
@@ -42,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "projections instead of its weights, and write them (lora.safetensors, lora.json) to "
                              "--output for imagen-sample --lora")
     parser.add_argument("--lora-conv", action="store_true", help="with --lora: also adapt the 3x3 convolutions")
+    parser.add_argument("--lora-target", choices=LORA_TARGETS,
+                        help="with --lora: adapt every attention projection (attention, the default) or only the "
+                             "keys and values cross-attention reads from the text (text: Custom Diffusion's "
+                             "choice, a new word that composes with what the model already draws and places)")
     parser.add_argument("--max-steps", type=int, help="train each selected stage for this many steps")
     parser.add_argument("--minutes", type=float, help="wall-clock budget per selected stage, in minutes")
     parser.add_argument("--resume", action="store_true",
@@ -108,6 +112,8 @@ def resolve(args: argparse.Namespace, init_config=None):
             extra.append(f"{name}.train.lora_rank={args.lora}")
         if args.lora_conv:
             extra.append(f"{name}.train.lora_conv=true")
+        if args.lora_target:
+            extra.append(f"{name}.train.lora_target={args.lora_target}")
     if extra:
         config = load_config(source, overrides + extra)
     return config, stages

@@ -108,12 +108,10 @@ def preview_batch(run: RunConfig, name: str) -> tuple[list[str], torch.Tensor | 
     return captions, downsample(images, config.lowres_resolution)
 
 
-def preview_grid(stage: Stage, ema_weights: dict[str, torch.Tensor], batch, encoder, device) -> Image.Image:
-    """Sample the preview prompts with the EMA weights (the stage's default sampling settings)."""
+def preview_grid(sampler: Stage, batch, encoder, device) -> Image.Image:
+    """Sample the preview prompts with `sampler` (a stage holding the EMA weights; its default settings)."""
     captions, lowres = batch
-    sampler = Stage(stage.config, encoder.embed_dim).to(device)
-    sampler.net.load_state_dict(ema_weights)
-    sampler.eval()
+    sampler.to(device).eval()
     embeds, mask = encoder.encode(captions)
     images = sampler.sample(embeds.to(device, torch.float32), mask.to(device), generators(range(len(captions)), device),
                             lowres=None if lowres is None else lowres.to(device))

@@ -169,7 +169,8 @@ def export_lora(run_dir: Path, train, base_model: str, text_identity: dict,
     if (run_dir / lora.CONFIG_FILE).is_file():
         previous = {k: v for k, v in lora.read_lora(run_dir)[1].items() if k not in weights}
     lora.save_lora(run_dir, {**previous, **weights}, base_model=base_model, rank=train.lora_rank,
-                   alpha=train.lora_alpha or train.lora_rank, conv=train.lora_conv, text_encoder=text_identity)
+                   alpha=train.lora_alpha or train.lora_rank, conv=train.lora_conv, text_encoder=text_identity,
+                   target=train.lora_target)
 
 
 def export_checkpoint(run_dir: Path, config: RunConfig, stages: list[str], *, step: int | None = None,

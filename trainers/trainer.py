@@ -120,13 +120,19 @@ class StageTrainer:
         self.step, self.elapsed, self.data_state = 0, 0.0, None
 
     def _build_stage(self) -> Stage:
-        stage = Stage(self.config, self.text_dim)
-        if self.train.lora_rank:
-            add_lora(stage.net, self.train.lora_rank, self.train.lora_alpha, self.train.lora_conv)
+        stage = self._plain_stage()
         if self.train.compile:
             stage.net.compile()  # in place: the state dict keeps its names
         if self.sharded:
             shard(stage, self.acc)
+        return stage
+
+    def _plain_stage(self) -> Stage:
+        """A fresh stage of this architecture, with the run's adapters when it trains LoRA."""
+        stage = Stage(self.config, self.text_dim)
+        if self.train.lora_rank:
+            add_lora(stage.net, self.train.lora_rank, self.train.lora_alpha, self.train.lora_conv,
+                     target=self.train.lora_target)
         return stage
 
     # -- checkpoints ---------------------------------------------------------------------------------
@@ -283,8 +289,9 @@ class StageTrainer:
         (from the gathered weights when sharded)."""
         weights = self.ema_weights() if self.sharded or self.acc.is_main_process else None
         if self.acc.is_main_process:
-            batch = preview_batch(self.run, self.name)
-            grid = preview_grid(self.stage, weights, batch, self.text.encoder, self.acc.device)
+            sampler = self._plain_stage()
+            sampler.net.load_state_dict(weights)
+            grid = preview_grid(sampler, preview_batch(self.run, self.name), self.text.encoder, self.acc.device)
             monitor.image(self.step, grid)
         self.acc.wait_for_everyone()
 

@@ -28,9 +28,11 @@ def trained(tmp_path_factory):
         for parameter in pipe.stages.parameters():
             parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.2)
     pipe.save_pretrained(root / "model")
-    lora = ["--set", "base.train.lr=1e-2", "--set", "base.train.warmup_steps=0"]
+    lora = ["--set", "base.train.lr=1e-2", "--set", "base.train.warmup_steps=0",
+            "--set", "base.train.sample_every=2"]  # a preview grid mid-run, drawn with the adapters
     assert main(["--init-from", str(root / "model"), "--lora", "4", "--output", str(root / "adapters"),
                  "--max-steps", "4", "--no-progress", *lora]) == 0
+    assert list((root / "adapters" / "base" / "samples").glob("*.png"))
     return root / "model", root / "adapters"
 
 
@@ -65,6 +67,25 @@ def test_scale_zero_is_the_model_and_merging_changes_nothing(trained):
     torch.testing.assert_close(two.generate(["a red circle"], **kwargs)["base"], adapted, atol=1e-4, rtol=0)
     with pytest.raises(ValueError, match="already loaded"):
         two.load_lora(adapters, name="one")
+
+
+def test_text_target_adapts_only_what_cross_attention_reads_from_the_text(trained, tmp_path):
+    from safetensors.torch import load_file
+
+    from imagen import Imagen
+
+    model, _ = trained
+    out = tmp_path / "text-adapters"
+    assert main(["--init-from", str(model), "--lora", "4", "--lora-target", "text", "--output", str(out),
+                 "--max-steps", "2", "--no-progress", "--set", "base.train.lr=1e-2"]) == 0
+    assert json.loads((out / "lora.json").read_text())["target"] == "text"
+    keys = load_file(str(out / "lora.safetensors"))
+    assert keys and all(".cross_attn.kv.lora_" in key for key in keys)
+    kwargs = {"seed": 3, "progress": False}
+    plain = Imagen.from_pretrained(model).generate(["a red circle"], **kwargs)["base"]
+    adapted = Imagen.from_pretrained(model)
+    adapted.load_lora(out)
+    assert (adapted.generate(["a red circle"], **kwargs)["base"] - plain).abs().max() > 1e-4
 
 
 def test_imagen_sample_takes_adapters_and_records_them(trained, tmp_path, capsys):
