@@ -13,6 +13,7 @@ with and without prior preservation, and judge what it learnt and what it kept.
    colour and a position absent from the tuning data, by the judge taught the star; and the shipped model's
    own held-out one-object prompts by the default judge, against the shipped model's score on them.
 
+With `--cost`: the sampling time of one image with RUNS/lora's adapters unmerged and merged, against none.
 With `--picture PNG`: the README's before/after grid instead (the shipped model and the `full` and `lora`
 runs of RUNS on four held-out star prompts, one tuning prompt and one original prompt, at 256 px).
 
@@ -138,6 +139,26 @@ def picture(runs: Path, out: Path) -> None:
     print(f"wrote {out}")
 
 
+def adapter_cost(lora: Path, repeats: int) -> dict:
+    """Seconds (median of `repeats`) of one guided 64 px base image (25 steps), without adapters, with the
+    adapters in `lora` unmerged (scale 1) and merged into the weights."""
+    from bench.common import median_time
+    from imagen import Imagen
+
+    prompt = held_out_star_prompts(1)
+    result = {}
+    for name, kwargs in (("none", None), ("unmerged", {"merge": False}), ("merged", {"merge": True})):
+        pipe = Imagen.from_pretrained("shapes")
+        if kwargs is not None:
+            pipe.load_lora(lora, **kwargs)
+        seconds, _ = median_time(lambda p=pipe: p.generate(prompt, seed=0, stop_at_stage="base", progress=False),
+                                 repeats, warmup=1)
+        result[f"{name}_s"] = round(seconds, 3)
+    result["unmerged_over_none"] = round(result["unmerged_s"] / result["none_s"], 3)
+    result["merged_over_none"] = round(result["merged_s"] / result["none_s"], 3)
+    return result
+
+
 def _tune(variant: str, runs: Path, minutes: float, rank: int, threads: int) -> dict:
     run = runs / variant
     extra = [a.format(rank=rank) for a in VARIANTS[variant]]
@@ -169,6 +190,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", help="also write the JSON here")
     parser.add_argument("--picture", type=Path, help="write the before/after grid of RUNS' full and lora runs here")
+    parser.add_argument("--cost", action="store_true", help="only time sampling with RUNS/lora's adapters unmerged "
+                                                            "and merged against none (one image, 7 repeats)")
     parser.add_argument("--judge", action="store_true", help=argparse.SUPPRESS)  # worker: judge one model
     parser.add_argument("--model", default="shapes", help=argparse.SUPPRESS)
     parser.add_argument("--lora", help=argparse.SUPPRESS)
@@ -178,6 +201,9 @@ def main() -> None:
         return
     if args.picture:
         picture(args.runs, args.picture)
+        return
+    if args.cost:
+        emit({"adapter_cost": adapter_cost(args.runs / "lora", 7), "machine": machine(args.threads)}, args.out)
         return
     unknown = [v for v in args.variants.split(",") if v not in VARIANTS]
     if unknown:
