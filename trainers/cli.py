@@ -93,6 +93,8 @@ def resolve(args: argparse.Namespace, init_config=None):
     else:
         raise ValueError("--config is required (a preset name or a config file) unless --resume finds a run or "
                          "--init-from names a model")
+    if args.lora is None and (args.lora_conv or args.lora_target):
+        raise ValueError("--lora-conv and --lora-target choose what --lora RANK adapts: give --lora RANK too")
     overrides = list(args.overrides)
     if args.data:
         overrides.append(f"data.source={args.data}")

@@ -107,6 +107,9 @@ def test_imagen_sample_takes_adapters_and_records_them(trained, tmp_path, capsys
 def test_lora_needs_a_model_to_adapt(tmp_path, capsys):
     assert main(["--config", "shapes-tiny", "--lora", "4", "--output", str(tmp_path / "r"), "--stage", "base"]) == 2
     assert "give it with --init-from MODEL" in capsys.readouterr().err
+    for flag in (["--lora-conv"], ["--lora-target", "text"]):
+        assert main(["--config", "shapes-tiny", *flag, "--output", str(tmp_path / "r"), "--dry-run"]) == 2
+        assert "give --lora RANK too" in capsys.readouterr().err
 
 
 def test_fine_tuning_on_a_small_folder_turns_prior_preservation_on(trained, tmp_path, capsys):
