@@ -81,6 +81,11 @@ def full_weights(module: nn.Module) -> dict[str, torch.Tensor]:
     return get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
+def load_full_weights(module: nn.Module, weights: dict[str, torch.Tensor]) -> None:
+    """Load unsharded `weights` (the same in every process) into the sharded `module`: each keeps its shards."""
+    set_model_state_dict(module, weights, options=StateDictOptions(full_state_dict=True))
+
+
 def _sharded_state(model: nn.Module, optimizer: torch.optim.Optimizer, ema: nn.Module) -> dict:
     return {"model": get_model_state_dict(model), "optimizer": get_optimizer_state_dict(model, optimizer),
             "ema": ema.state_dict()}

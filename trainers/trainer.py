@@ -36,6 +36,7 @@ from .sharding import (
     as_tensor,
     full_weights,
     is_sharded,
+    load_full_weights,
     load_sharded_checkpoint,
     no_gradient_sync,
     save_sharded_checkpoint,
@@ -175,7 +176,12 @@ class StageTrainer:
         """Start from trained U-Net weights (fine-tuning; the optimiser and schedule start fresh), live and EMA;
         ValueError naming the first tensor that does not fit this stage's architecture."""
         net = self.acc.unwrap_model(self.model).net
-        (load_base_weights if has_lora(net) else checkpoint.load_weights)(net, weights, path)
+        if self.sharded:  # checked on an unsharded copy, then each process keeps its shards
+            plain = self._plain_stage().net
+            (load_base_weights if has_lora(plain) else checkpoint.load_weights)(plain, weights, path)
+            load_full_weights(net, plain.state_dict())
+        else:
+            (load_base_weights if has_lora(net) else checkpoint.load_weights)(net, weights, path)
         self.ema.copy_params_from_model_to_ema()
 
     def save(self, loader) -> None:

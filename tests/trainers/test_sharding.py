@@ -113,6 +113,15 @@ def test_sharded_resume_repeats_the_run_exactly(runs):
         assert torch.equal(exported[name], reference[name]), name
 
 
+def test_sharded_fine_tuning_starts_from_the_model(runs):
+    tuned = runs["root"] / "tuned"
+    _train(["--init-from", str(runs["one"]), "--output", str(tuned), "--max-steps", "2",
+            "--set", "base.train.sharding=fsdp", "--set", "base.train.lr=1e-12"], 2, 29537)
+    start, after = load_file(str(runs["one"] / "base.safetensors")), load_file(str(tuned / "base.safetensors"))
+    for name in start:  # a vanishing learning rate: the tuned weights are the model's, gathered from the shards
+        torch.testing.assert_close(after[name], start[name], atol=1e-6, rtol=0, msg=name)
+
+
 @pytest.mark.parametrize(("name", "machines", "processes"), [("8gpu", 1, 8), ("multinode", 4, 32)])
 def test_ready_launch_configs_load_in_accelerate(name, machines, processes):
     from accelerate.commands.config.config_args import load_config_from_file
