@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             where = export_checkpoint(args.output, config, stages, step=args.export_step, output=args.export_to)
             print(f"imagen-train: exported {', '.join(stages)} to {where}", file=sys.stderr)
             return 0
-        from .run import prepare_run_dir, run_lock, train_run
+        from .run import is_launch_main_process, prepare_run_dir, run_lock, train_run
         from .trainer import TrainingError
 
         if not args.no_memory_check:
@@ -194,9 +194,12 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingError as e:
         print(f"imagen-train: training stopped: {e}", file=sys.stderr)
         return 1
+    interrupted = any(r.reason == "interrupted" for r in results.values())
+    if not is_launch_main_process():  # the main process reports for the launch
+        return 130 if interrupted else 0
     for name, result in results.items():
         print(f"imagen-train: {name}: stopped at step {result.step} ({result.reason})", file=sys.stderr)
-    if any(r.reason == "interrupted" for r in results.values()):
+    if interrupted:
         print(f"imagen-train: checkpoint saved; continue with: imagen-train --output {args.output} --resume",
               file=sys.stderr)
         return 130

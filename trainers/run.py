@@ -63,7 +63,7 @@ def run_lock(run_dir: Path):
     """Hold an exclusive lock on `run_dir` (its `.lock` file, with the holder's PID) while a run trains in it; the
     OS releases it when the process dies, however it dies. ValueError naming the holder when another process
     has it. Only the main process of a launch locks."""
-    if not _launch_main_process():
+    if not is_launch_main_process():
         yield
         return
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -87,7 +87,7 @@ def run_lock(run_dir: Path):
         handle.close()
 
 
-def _launch_main_process() -> bool:
+def is_launch_main_process() -> bool:
     """Whether this is the main process of a launch (or no launch), known before the process group exists."""
     return int(os.environ.get("RANK", "0")) == 0
 
@@ -95,7 +95,7 @@ def _launch_main_process() -> bool:
 def prepare_run_dir(run_dir: Path, config: RunConfig, resume: bool) -> None:
     """Create the run directory and write its resolved config (the main process of a launch); refuse to mix
     runs."""
-    if not _launch_main_process():
+    if not is_launch_main_process():
         return
     saved = run_dir / RUN_CONFIG
     if saved.exists() and not resume:

@@ -122,6 +122,17 @@ def test_sharded_fine_tuning_starts_from_the_model(runs):
         torch.testing.assert_close(after[name], start[name], atol=1e-6, rtol=0, msg=name)
 
 
+def test_sharded_lora_writes_adapters_that_load(runs):
+    from imagen import Imagen
+
+    adapters = runs["root"] / "lora"
+    _train(["--init-from", str(runs["one"]), "--output", str(adapters), "--lora", "4", "--max-steps", "2",
+            "--set", "base.train.sharding=fsdp", "--set", "base.train.sample_every=2"], 2, 29539)
+    pipe = Imagen.from_pretrained(runs["one"])
+    pipe.load_lora(adapters)
+    assert list((adapters / "base" / "samples").glob("*.png"))  # the preview, drawn from gathered adapters
+
+
 @pytest.mark.parametrize(("name", "machines", "processes"), [("8gpu", 1, 8), ("multinode", 4, 32)])
 def test_ready_launch_configs_load_in_accelerate(name, machines, processes):
     from accelerate.commands.config.config_args import load_config_from_file
