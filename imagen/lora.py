@@ -26,7 +26,7 @@ CONFIG_FILE, WEIGHTS_FILE = "lora.json", "lora.safetensors"
 TARGETS = {  # what an adapter adapts -> the modules it wraps
     "attention": r".*attn\.(self_attn\.(qkv|out)|cross_attn\.(q|kv|out))$",
     # only the keys and values the text gives cross-attention (Custom Diffusion, Kumari et al. 2023): what the
-    # words mean to the U-Net, not how it draws, so a new word composes with what the model already places
+    # words mean to the U-Net changes, not how it draws
     "text": r".*cross_attn\.kv$",
 }
 CONVOLUTIONS = r".*res_blocks\.\d+\.conv[12]$"
