@@ -35,8 +35,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import ROOT, emit, machine, spawn_json  # noqa: E402
-from imagen.shapes import ALL_SHAPES, COLORS, POSITIONS, SIZES, Scene, ShapeObject, render  # noqa: E402
+from bench.common import ROOT, emit, machine, median_time, spawn_json  # noqa: E402
+from imagen.io import atomic_write  # noqa: E402
+from imagen.shapes import ALL_SHAPES, COLORS, POSITIONS, SHAPES, SIZES, Scene, ShapeObject, render  # noqa: E402
 
 SHAPE = "star"
 TUNE_COLORS = ("red", "yellow", "blue", "white")
@@ -79,10 +80,11 @@ def held_out_star_prompts(count: int) -> list[str]:
 
 def write_data(directory: Path) -> dict:
     directory.mkdir(parents=True, exist_ok=True)
-    for i, scene in enumerate(tuning_scenes()):
+    scenes = tuning_scenes()
+    for i, scene in enumerate(scenes):
         render(scene, 64).save(directory / f"{i:02d}.png")
         (directory / f"{i:02d}.txt").write_text(scene.caption + "\n")
-    return {"images": len(tuning_scenes()), "colors": TUNE_COLORS, "positions": TUNE_POSITIONS,
+    return {"images": len(scenes), "colors": TUNE_COLORS, "positions": TUNE_POSITIONS,
             "held_out_colors": HELD_OUT_COLORS, "held_out_positions": HELD_OUT_POSITIONS}
 
 
@@ -99,11 +101,11 @@ def judge_model(model: str, lora: str | None, star_prompts: list[str], original_
     if lora:
         pipe.load_lora(lora)
     result = {}
-    for name, prompts, shapes in (("star", star_prompts, ALL_SHAPES), ("original", original_prompts, None)):
+    for name, prompts, shapes in (("star", star_prompts, ALL_SHAPES), ("original", original_prompts, SHAPES)):
         started = time.perf_counter()
         images = pipe.generate(prompts, seed=0, max_batch_size=16, stop_at_stage="base")["base"]
         seconds = time.perf_counter() - started
-        summary = evaluate(images.cpu(), prompts, **({"shapes": shapes} if shapes else {}))["one_object"]
+        summary = evaluate(images.cpu(), prompts, shapes)["one_object"]
         result[name] = {k: round(summary[k], 4) for k in ATTRIBUTES}
         result[f"{name}_sample_s"] = round(seconds, 2)
     return result
@@ -121,7 +123,6 @@ def picture(runs: Path, out: Path) -> None:
     from imagen import Imagen
     from imagen.eval.model import held_out_prompts
     from imagen.grid import labelled_grid
-    from imagen.io import atomic_write
 
     prompts = [*held_out_star_prompts(4), tuning_scenes()[5].caption, held_out_prompts(1)[0]]
     models = {"shapes": ("shapes", None), "full": (str(runs / "full"), None), "LoRA": ("shapes", str(runs / "lora"))}
@@ -142,7 +143,6 @@ def picture(runs: Path, out: Path) -> None:
 def adapter_cost(lora: Path, repeats: int) -> dict:
     """Seconds (median of `repeats`) of one guided 64 px base image (25 steps), without adapters, with the
     adapters in `lora` unmerged (scale 1) and merged into the weights."""
-    from bench.common import median_time
     from imagen import Imagen
 
     prompt = held_out_star_prompts(1)
@@ -169,14 +169,10 @@ def _tune(variant: str, runs: Path, minutes: float, rank: int, threads: int) -> 
     return {"tune_minutes": round((time.perf_counter() - started) / 60, 2)}
 
 
-def _steps(run: Path) -> int | None:
-    logs = sorted(run.glob("base/**/metrics.jsonl")) or sorted(run.glob("**/metrics.jsonl"))
-    for log in logs:
-        lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
-        steps = [line["step"] for line in lines if "step" in line]
-        if steps:
-            return max(steps)
-    return None
+def _steps(run: Path) -> int:
+    """The steps the tuned base took (its metrics log's last step)."""
+    records = map(json.loads, (run / "base" / "metrics.jsonl").read_text().splitlines())
+    return max(r["step"] for r in records if "step" in r)
 
 
 def main() -> None:
@@ -228,7 +224,7 @@ def main() -> None:
         record.update(spawn_json([*judge, *model], f"judging {variant}", args.threads))
         record["kept"] = {k: round(record["original"][k] / max(result["shipped"]["original"][k], 1e-9), 4)
                           for k in ATTRIBUTES}
-        record_path.write_text(json.dumps(record, indent=2) + "\n")
+        atomic_write(record_path, json.dumps(record, indent=2) + "\n")
         result["variants"][variant] = record
     emit(result, args.out)
 

@@ -113,11 +113,11 @@ def load_sharded_checkpoint(paths: list[Path], model: nn.Module, optimizer: torc
     """Restore the newest of `paths` (oldest first) whose digests verify (checked by the main process, which
     reports a damaged one on stderr), into the sharded `model`, `optimizer` and `ema`; returns (step, the
     unsharded rest of the state), or None when none verifies. Collective."""
-    choice = [None]
+    choice, verified = [None], None
     if accelerator.is_main_process:
         for index in reversed(range(len(paths))):
             try:
-                load_checkpoint(paths[index])
+                verified = load_checkpoint(paths[index])
                 choice = [index]
                 break
             except ValueError as e:
@@ -126,7 +126,7 @@ def load_sharded_checkpoint(paths: list[Path], model: nn.Module, optimizer: torc
     if choice[0] is None:
         return None
     path = paths[choice[0]]
-    step, state = load_checkpoint(path, verify_all=False)
+    step, state = verified or load_checkpoint(path, verify_all=False)  # the main process read it already
     shards = _sharded_state(model, optimizer, ema)
     dcp.load(shards, checkpoint_id=path / SHARDS)
     set_model_state_dict(model, shards["model"])
