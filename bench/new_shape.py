@@ -13,6 +13,7 @@ with and without prior preservation, and judge what it learnt and what it kept.
    colour and a position absent from the tuning data, by the judge taught the star; and the shipped model's
    own held-out one-object prompts by the default judge, against the shipped model's score on them.
 
+With `--generalisation`: where RUNS/full draws the star (tuning prompts; new colours, new positions apart).
 With `--cost`: the sampling time of one image with RUNS/lora's adapters unmerged and merged, against none.
 With `--picture PNG`: the README's before/after grid instead (the shipped model and the `full` and `lora`
 runs of RUNS on four held-out star prompts, one tuning prompt and one original prompt, at 256 px).
@@ -159,6 +160,33 @@ def adapter_cost(lora: Path, repeats: int) -> dict:
     return result
 
 
+def generalisation(run: Path) -> dict:
+    """Where the full fine-tune in `run` draws the star (64 px, shape judged with the star taught): the 40 tuning
+    prompts by size, and 16 large stars in each of: a new colour at a tuning position, a tuning colour at a new
+    position, both new."""
+    from imagen import Imagen
+    from imagen.eval import evaluate
+
+    pipe = Imagen.from_pretrained(run)
+
+    def shape_hits(prompts: list[str]) -> int:
+        images = pipe.generate(prompts, seed=0, max_batch_size=20, stop_at_stage="base", progress=False)["base"]
+        return round(evaluate(images.cpu(), prompts, ALL_SHAPES)["one_object"]["shape"] * len(prompts))
+
+    scenes = tuning_scenes()
+    result = {f"tuning_{size}": f"{shape_hits([s.caption for s in scenes if s.objects[0].size == size])} of "
+                                f"{sum(s.objects[0].size == size for s in scenes)}" for size in SIZES}
+    rng = random.Random(1)
+    for name, colors, positions in (("new_colour_tuning_position", HELD_OUT_COLORS, TUNE_POSITIONS),
+                                    ("tuning_colour_new_position", TUNE_COLORS, HELD_OUT_POSITIONS),
+                                    ("both_new", HELD_OUT_COLORS, HELD_OUT_POSITIONS)):
+        combos = list(itertools.product(colors, positions))
+        rng.shuffle(combos)
+        prompts = [_scene(rng, c, "large", p).caption for c, p in combos[:16]]
+        result[f"large_{name}"] = f"{shape_hits(prompts)} of {len(prompts)}"
+    return result
+
+
 def _tune(variant: str, runs: Path, minutes: float, rank: int, threads: int) -> dict:
     run = runs / variant
     extra = [a.format(rank=rank) for a in VARIANTS[variant]]
@@ -186,6 +214,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", help="also write the JSON here")
     parser.add_argument("--picture", type=Path, help="write the before/after grid of RUNS' full and lora runs here")
+    parser.add_argument("--generalisation", action="store_true",
+                        help="only judge where RUNS/full draws the star: tuning prompts, new colours, new positions")
     parser.add_argument("--cost", action="store_true", help="only time sampling with RUNS/lora's adapters unmerged "
                                                             "and merged against none (one image, 7 repeats)")
     parser.add_argument("--judge", action="store_true", help=argparse.SUPPRESS)  # worker: judge one model
@@ -197,6 +227,9 @@ def main() -> None:
         return
     if args.picture:
         picture(args.runs, args.picture)
+        return
+    if args.generalisation:
+        emit({"generalisation": generalisation(args.runs / "full"), "machine": machine(args.threads)}, args.out)
         return
     if args.cost:
         emit({"adapter_cost": adapter_cost(args.runs / "lora", 7), "machine": machine(args.threads)}, args.out)
