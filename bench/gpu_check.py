@@ -10,9 +10,13 @@ Sections, each a key of the JSON line:
   sample      the shipped `shapes` cascade, one 1024 px image, loaded as float32 / bfloat16 / float16: the
               dtype the U-Net weights keep, seconds (median of 3), mean difference from float32 in RGB levels
   train_bf16  20 steps of the tiny base (`imagen-train`), fp32 against bf16 autocast: the largest loss gap
-  full_width  one training step of the paper's base (imagen-base-64, 2B parameters; text embeddings of
+  full_width  training steps of the paper's base (imagen-base-64, 2B parameters; text embeddings of
               T5-XXL's width drawn at random, the hub being out of reach) at --batch with bf16 and gradient
-              checkpointing: the peak memory against what `imagen-train --plan` predicts for it
+              checkpointing: the peak memory against what `imagen-train --plan` predicts for it, the step time
+              and its MFU against the bf16 matmul rate
+
+A section that fails is reported as its error and the others still run: one call of a lent machine gives every
+finding it can.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 
 from bench.common import emit, machine, median_time  # noqa: E402
+from bench.mfu import count_flops  # noqa: E402
 
 PROMPT = "a small green square at the bottom right on a purple background"
 
@@ -114,7 +119,7 @@ def train_bf16_section(device: torch.device, steps: int) -> dict:
             "median_relative_loss_gap": round(statistics.median(gaps), 4)}
 
 
-def full_width_section(device: torch.device, batch: int, quick: bool) -> dict:
+def full_width_section(device: torch.device, batch: int, quick: bool, bf16_tflops: float) -> dict:
     from configs import load_config
     from imagen.stage import Stage, draw_training_noise
     from trainers.optim import build_optimizer
@@ -130,27 +135,34 @@ def full_width_section(device: torch.device, batch: int, quick: bool) -> dict:
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-    stage = Stage(config, text_dim).to(device).train()
+    with torch.device(device):
+        stage = Stage(config, text_dim).train()
     ema = copy.deepcopy(stage.net).requires_grad_(False)  # held through the step: training keeps an EMA copy
     optimizer = build_optimizer(stage.parameters(), config.train)
     (x, _), kwargs = unet_inputs(batch, config.resolution, text_dim, text_length, lowres=False)
     noise = draw_training_noise(config, batch, config.resolution, torch.Generator(device).manual_seed(0), device)
     embeds, mask = kwargs["text_embeds"].to(device), kwargs["text_mask"].to(device)
 
-    def step():
+    x = x.to(device)
+
+    def forward_backward():
         with torch.autocast(device.type, dtype=torch.bfloat16):
-            loss = stage(x.to(device), embeds, mask, noise, None).mean()
+            loss = stage(x, embeds, mask, noise, None).mean()
         loss.backward()
+
+    def step():
+        forward_backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    started = time.perf_counter()
-    step()
-    _sync(device)
-    seconds = time.perf_counter() - started
+    seconds = _timed(step, device, 1 if quick else 3)  # the first step, untimed, allocates the optimiser state
     peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else None
+    flops = count_flops(forward_backward)
+    optimizer.zero_grad(set_to_none=True)
     del ema
+    tflops = flops / seconds / 1e12
     return {"parameters": planned.parameters, "batch": batch, "step_s": round(seconds, 3),
+            "train_tflops": round(tflops, 2), "train_mfu": round(tflops / bf16_tflops, 3),
             "planned_gib": round(predicted / 2**30, 2),
             "measured_peak_gib": None if peak is None else round(peak / 2**30, 2),
             "measured_over_planned": None if peak is None else round(peak / predicted, 3)}
@@ -169,17 +181,28 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("error: no CUDA GPU here; run on a GPU machine, or pass --device cpu --quick to try the "
                          "code paths")
     torch.manual_seed(0)
+    matmul: dict = {}
+
+    def matmul_rates() -> dict:
+        if not matmul:
+            matmul.update(matmul_section(device, 512 if args.quick else 8192))
+        return matmul
+
     sections = {
-        "matmul": lambda: matmul_section(device, 512 if args.quick else 8192),
+        "matmul": matmul_rates,
         "sdpa": lambda: sdpa_section(device, args.quick),
         "sample": lambda: sample_section(device, args.quick),
         "train_bf16": lambda: train_bf16_section(device, 5 if args.quick else 20),
-        "full_width": lambda: full_width_section(device, 2 if args.quick else args.batch, args.quick),
+        "full_width": lambda: full_width_section(device, 2 if args.quick else args.batch, args.quick,
+                                                 matmul_rates()["bf16_tflops"]),
     }
     result = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "machine": machine()}
     for name in args.sections.split(","):
         started = time.perf_counter()
-        result[name] = sections[name]()
+        try:
+            result[name] = sections[name]()
+        except Exception as error:  # noqa: BLE001 - a section's failure is its finding; the others still run
+            result[name] = {"error": f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:300]}"}
         print(f"{name} ({time.perf_counter() - started:.0f} s): {result[name]}", file=sys.stderr, flush=True)
     emit(result, args.out)
     return 0

@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """How close the U-Nets run to this machine's limit: model FLOP utilisation (MFU) of training steps and
-sampling forwards, against the fp32 matmul rate measured in the same run.
+sampling forwards, against the matmul rate measured in the same run (fp32 on a CPU; on a GPU, `--device cuda`,
+the steps run under bf16 autocast and the bar is the GPU's bf16 matmul rate).
 
 For the shipped cascade's stages (their presets' training batch and crop; sampling: one image, so a guided stage
 runs a doubled batch of 2 at full resolution, the 1024 px stage included) and the bench U-Nets of
@@ -8,12 +9,14 @@ runs a doubled batch of 2 at full resolution, the 1024 px stage included) and th
 
 - FLOPs of one training step (forward + backward; torch.utils.flop_counter.FlopCounterMode) and of one sampling
   forward; the median time of a training step (forward, backward, AdamW step) and of a sampling forward
-  (inference mode); MFU = FLOPs / time / matmul rate (2048 x 2048 fp32, the machine's practical peak);
-- where a step's time goes: self CPU time per operator type (torch.profiler), the top ones as shares;
+  (inference mode); MFU = FLOPs / time / matmul rate (2048^2 fp32 on a CPU, 8192^2 bf16 on a GPU: the device's
+  practical peak);
+- where a step's time goes: self time per operator type (torch.profiler; CPU time, or GPU kernel time on a GPU),
+  the top ones as shares;
 - with --levers, each lever alone on the sampling forward and the training step: channels_last memory format,
   no_grad instead of inference_mode, and torch.compile (the cold compile cost, then the warm speed-up).
 
-Usage:  python bench/mfu.py [--quick] [--levers] [--threads 2] [--out FILE]
+Usage:  python bench/mfu.py [--quick] [--levers] [--threads 2] [--device cuda] [--out FILE]
 Prints a table, then one JSON line: {"matmul_gflops", "stages": {NAME: {"train_mfu", "sample_mfu", ...}},
 "levers": {...}, "machine": {...}}.
 """
@@ -21,6 +24,7 @@ Prints a table, then one JSON line: {"matmul_gflops", "stages": {NAME: {"train_m
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -35,11 +39,25 @@ from bench.common import emit, machine, median_time  # noqa: E402
 from trainers.plan import unet_inputs  # noqa: E402
 
 TEXT_LEN = 16
+CPU = torch.device("cpu")
 
 
-def matmul_gflops(size: int = 2048, repeats: int = 7) -> float:
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    seconds, _ = median_time(lambda: a @ b, repeats, warmup=2)
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work, so that a wall-clock time covers it (a no-op on a CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_gflops(device: torch.device = CPU, repeats: int = 7) -> float:
+    """The device's practical peak: a 2048^2 fp32 product on a CPU, an 8192^2 bf16 one on a GPU."""
+    size, dtype = (8192, torch.bfloat16) if device.type == "cuda" else (2048, torch.float32)
+    a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
+
+    def product():
+        a @ b
+        synchronize(device)
+
+    seconds, _ = median_time(product, repeats, warmup=2)
     return 2 * size**3 / seconds / 1e9
 
 
@@ -51,37 +69,51 @@ def count_flops(fn) -> int:
     return counter.get_total_flops()
 
 
+def _on(inputs: tuple[tuple, dict], device: torch.device) -> tuple[tuple, dict]:
+    args, kwargs = inputs
+    return tuple(a.to(device) for a in args), {k: v.to(device) for k, v in kwargs.items()}
+
+
 class Workload:
-    """One U-Net with a training batch and a sampling batch: `train_step()` and `sample_forward()`."""
+    """One U-Net with a training batch and a sampling batch: `train_step()` and `sample_forward()`, on `device`
+    (float32 on a CPU, bf16 autocast on a GPU); each call returns once the device has finished it."""
 
     def __init__(self, name: str, net: torch.nn.Module, text_dim: int, lowres: bool, train_batch: int,
-                 train_size: int, sample_batch: int, sample_size: int):
-        self.name, self.net, self.lowres = name, net, lowres
-        self.train_inputs = unet_inputs(train_batch, train_size, text_dim, TEXT_LEN, lowres)
-        self.sample_inputs = unet_inputs(sample_batch, sample_size, text_dim, TEXT_LEN, lowres)
+                 train_size: int, sample_batch: int, sample_size: int, device: torch.device = CPU):
+        self.name, self.net, self.lowres, self.device = name, net.to(device), lowres, device
+        self.train_inputs = _on(unet_inputs(train_batch, train_size, text_dim, TEXT_LEN, lowres), device)
+        self.sample_inputs = _on(unet_inputs(sample_batch, sample_size, text_dim, TEXT_LEN, lowres), device)
         self.optimizer = torch.optim.AdamW(net.parameters(), lr=1e-5)
         self.shapes = {"train_batch": train_batch, "train_size": train_size, "sample_batch": sample_batch,
                        "sample_size": sample_size}
 
+    def _autocast(self):
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
     def forward_backward(self, net=None) -> None:
         (x, t), kwargs = self.train_inputs
-        out = (self.net if net is None else net)(x, t, **kwargs)
-        torch.nn.functional.mse_loss(out, x).backward()
+        with self._autocast():
+            out = (self.net if net is None else net)(x, t, **kwargs)
+        torch.nn.functional.mse_loss(out.float(), x).backward()
 
     def train_step(self, net=None) -> None:
         self.net.train()
         self.forward_backward(net)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        synchronize(self.device)
 
     def sample_forward(self, net=None, mode=torch.inference_mode) -> None:
         self.net.eval()
         (x, t), kwargs = self.sample_inputs
-        with mode():
+        with mode(), self._autocast():
             (self.net if net is None else net)(x, t, **kwargs)
+        synchronize(self.device)
 
 
-def shipped_workloads() -> list[Workload]:
+def shipped_workloads(device: torch.device) -> list[Workload]:
     from imagen import Imagen
 
     pipe = Imagen.from_pretrained("shapes")
@@ -91,28 +123,30 @@ def shipped_workloads() -> list[Workload]:
         guided = config.sampler.guidance_scale != 1.0
         loads.append(Workload(f"shapes-{name}", stage.net, pipe.text_encoder.embed_dim, config.is_super_resolution,
                               config.train.batch_size, config.train.crop_size or config.resolution,
-                              2 if guided else 1, config.resolution))
+                              2 if guided else 1, config.resolution, device))
     return loads
 
 
-def bench_workloads(batch: int = 8) -> list[Workload]:
+def bench_workloads(device: torch.device, batch: int = 8) -> list[Workload]:
     from bench.unet_speed import OURS, TEXT_DIM, build_ours
 
     loads = []
     for name, spec in OURS.items():
         net = build_ours(name, {})[0]
         loads.append(Workload(f"bench-{name}", net, TEXT_DIM, spec["lowres_cond"], batch, spec["resolution"], batch,
-                              spec["resolution"]))
+                              spec["resolution"], device))
     return loads
 
 
-def breakdown(fn, top: int = 8) -> dict:
-    """Self CPU time per operator type over one call of `fn`, as shares of the total, the largest first."""
+def breakdown(fn, device: torch.device, top: int = 8) -> dict:
+    """Self time per operator type over one call of `fn` (CPU time, or GPU kernel time on a GPU), as shares of the
+    total, the largest first."""
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    gpu = device.type == "cuda"
+    with profile(activities=[ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if gpu else [])]) as prof:
         fn()
-    rows = [(e.key, e.self_cpu_time_total) for e in prof.key_averages()]
+    rows = [(e.key, e.self_device_time_total if gpu else e.self_cpu_time_total) for e in prof.key_averages()]
     total = sum(t for _, t in rows) or 1.0
     rows.sort(key=lambda r: -r[1])
     return {key: round(t / total, 3) for key, t in rows[:top]}
@@ -129,7 +163,8 @@ def measure(load: Workload, rate: float, repeats: int) -> dict:
             "sample_gflop": _sig(sample_flops / 1e9), "sample_s": _sig(sample_s),
             "sample_gflops": _sig(sample_flops / sample_s / 1e9),
             "sample_mfu": _sig(sample_flops / sample_s / 1e9 / rate),
-            "train_time_by_op": breakdown(load.train_step), "sample_time_by_op": breakdown(load.sample_forward)}
+            "train_time_by_op": breakdown(load.train_step, load.device),
+            "sample_time_by_op": breakdown(load.sample_forward, load.device)}
 
 
 def _sig(value: float) -> float:
@@ -177,14 +212,20 @@ def main(argv: list[str] | None = None) -> int:
                                                                "torch.compile) on every workload")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.add_argument("--only", help="comma-separated workload names (e.g. shapes-sr2) to measure alone")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda: bf16 autocast against the GPU's bf16 "
+                                                        "matmul rate")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: no CUDA GPU here; leave out --device to measure on the CPU")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     repeats = 2 if args.quick else 5
-    rate = matmul_gflops()
-    print(f"fp32 matmul 2048^2: {rate:.1f} GFLOP/s", file=sys.stderr, flush=True)
-    loads = shipped_workloads() + ([] if args.quick else bench_workloads())
+    rate = matmul_gflops(device)
+    print(f"{'bf16 matmul 8192^2' if device.type == 'cuda' else 'fp32 matmul 2048^2'}: {rate:.1f} GFLOP/s",
+          file=sys.stderr, flush=True)
+    loads = shipped_workloads(device) + ([] if args.quick else bench_workloads(device))
     if args.only:
         loads = [load for load in loads if load.name in args.only.split(",")]
     stages, lever_rows = {}, {}
@@ -197,8 +238,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.levers:
             lever_rows[load.name] = levers(load, repeats)
             print(f"{'':>14}  levers: {lever_rows[load.name]}", file=sys.stderr, flush=True)
-    emit({"matmul_gflops": round(rate, 1), "stages": stages, "levers": lever_rows, "machine": machine(args.threads)},
-         args.out)
+    emit({"matmul_gflops": round(rate, 1), "device": torch.cuda.get_device_name(device) if device.type == "cuda"
+          else "cpu", "stages": stages, "levers": lever_rows, "machine": machine(args.threads)}, args.out)
     return 0
 
 
