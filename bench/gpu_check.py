@@ -8,12 +8,15 @@ Sections, each a key of the JSON line:
   sdpa        the U-Net's attention shape under each scaled-dot-product kernel (flash, memory-efficient, math):
               which run, and their times
   sample      the shipped `shapes` cascade, one 1024 px image, loaded as float32 / bfloat16 / float16: the
-              dtype the U-Net weights keep, seconds (median of 3), mean difference from float32 in RGB levels
+              dtype the U-Net weights keep, seconds (median of 3), mean difference from float32 in RGB levels;
+              then float32 compiled with CUDA graphs (`Imagen.compile(mode="reduce-overhead")`)
   train_bf16  20 steps of the tiny base (`imagen-train`), fp32 against bf16 autocast: the largest loss gap
   full_width  training steps of the paper's base (imagen-base-64, 2B parameters; text embeddings of
               T5-XXL's width drawn at random, the hub being out of reach) at --batch with bf16 and gradient
               checkpointing: the peak memory against what `imagen-train --plan` predicts for it, the step time
               and its MFU against the bf16 matmul rate
+  full_width_compiled  the same with the U-Net compiled in place (as `imagen-train --compile`): the cold
+              compile, then the warm step
 
 A section that fails is reported as its error and the others still run: one call of a lent machine gives every
 finding it can.
@@ -86,17 +89,26 @@ def sample_section(device: torch.device, quick: bool) -> dict:
     from imagen import Imagen
 
     out, reference = {}, None
+    kwargs = {"seed": 0, "output_type": "np", "progress": False, **({"stop_at_stage": "sr1"} if quick else {})}
     for dtype in ("float32", "bfloat16", "float16"):
         if dtype == "float16" and device.type == "cpu":
             continue  # fp16 convolutions are a GPU feature
         pipe = Imagen.from_pretrained("shapes", device=device, dtype=dtype)
-        kwargs = {"seed": 0, "output_type": "np", "progress": False, **({"stop_at_stage": "sr1"} if quick else {})}
         image = pipe(PROMPT, **kwargs).images[0]  # also the warm-up of the timing
-        seconds = _timed(lambda p=pipe, k=kwargs: p(PROMPT, **k), device, 1 if quick else 3, warmup=0)
+        seconds = _timed(lambda p=pipe: p(PROMPT, **kwargs), device, 1 if quick else 3, warmup=0)
         reference = image if reference is None else reference
         out[dtype] = {"weights": str(next(pipe.stages["base"].net.parameters()).dtype).replace("torch.", ""),
                       "seconds": round(seconds, 3), "size": int(image.shape[0]),
                       "mean_abs_vs_fp32_levels": round(float(np.abs(image - reference).mean() * 255), 3)}
+    if device.type == "cuda":  # small U-Nets are launch-bound on a GPU: CUDA graphs are the lever to try
+        pipe = Imagen.from_pretrained("shapes", device=device).compile(mode="reduce-overhead")
+        started = time.perf_counter()
+        image = pipe(PROMPT, **kwargs).images[0]
+        cold = time.perf_counter() - started
+        seconds = _timed(lambda: pipe(PROMPT, **kwargs), device, 3, warmup=0)
+        out["float32_compiled_cuda_graphs"] = {
+            "cold_s": round(cold, 1), "seconds": round(seconds, 3),
+            "mean_abs_vs_fp32_levels": round(float(np.abs(image - reference).mean() * 255), 3)}
     return out
 
 
@@ -119,7 +131,8 @@ def train_bf16_section(device: torch.device, steps: int) -> dict:
             "median_relative_loss_gap": round(statistics.median(gaps), 4)}
 
 
-def full_width_section(device: torch.device, batch: int, quick: bool, bf16_tflops: float) -> dict:
+def full_width_section(device: torch.device, batch: int, quick: bool, bf16_tflops: float,
+                       compiled: bool = False) -> dict:
     from configs import load_config
     from imagen.stage import Stage, draw_training_noise
     from trainers.optim import build_optimizer
@@ -141,9 +154,7 @@ def full_width_section(device: torch.device, batch: int, quick: bool, bf16_tflop
     optimizer = build_optimizer(stage.parameters(), config.train)
     (x, _), kwargs = unet_inputs(batch, config.resolution, text_dim, text_length, lowres=False)
     noise = draw_training_noise(config, batch, config.resolution, torch.Generator(device).manual_seed(0), device)
-    embeds, mask = kwargs["text_embeds"].to(device), kwargs["text_mask"].to(device)
-
-    x = x.to(device)
+    embeds, mask, x = kwargs["text_embeds"].to(device), kwargs["text_mask"].to(device), x.to(device)
 
     def forward_backward():
         with torch.autocast(device.type, dtype=torch.bfloat16):
@@ -155,13 +166,20 @@ def full_width_section(device: torch.device, batch: int, quick: bool, bf16_tflop
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
+    flops = count_flops(forward_backward)  # counted eagerly: a compiled graph runs the same products
+    optimizer.zero_grad(set_to_none=True)
+    extra = {}
+    if compiled:
+        stage.net.compile()  # in place, as `imagen-train --compile` does
+        started = time.perf_counter()
+        step()
+        _sync(device)
+        extra["compile_cold_s"] = round(time.perf_counter() - started, 1)
     seconds = _timed(step, device, 1 if quick else 3)  # the first step, untimed, allocates the optimiser state
     peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else None
-    flops = count_flops(forward_backward)
-    optimizer.zero_grad(set_to_none=True)
     del ema
     tflops = flops / seconds / 1e12
-    return {"parameters": planned.parameters, "batch": batch, "step_s": round(seconds, 3),
+    return {**extra, "parameters": planned.parameters, "batch": batch, "step_s": round(seconds, 3),
             "train_tflops": round(tflops, 2), "train_mfu": round(tflops / bf16_tflops, 3),
             "planned_gib": round(predicted / 2**30, 2),
             "measured_peak_gib": None if peak is None else round(peak / 2**30, 2),
@@ -173,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda", help="cuda (default) or cpu (with --quick: the code paths)")
     parser.add_argument("--quick", action="store_true", help="reduced sizes: a CPU can run it in about a minute")
     parser.add_argument("--batch", type=int, default=64, help="full_width: per-GPU batch of the base step")
-    parser.add_argument("--sections", default="matmul,sdpa,sample,train_bf16,full_width")
+    parser.add_argument("--sections", default="matmul,sdpa,sample,train_bf16,full_width,full_width_compiled")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
@@ -195,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
         "train_bf16": lambda: train_bf16_section(device, 5 if args.quick else 20),
         "full_width": lambda: full_width_section(device, 2 if args.quick else args.batch, args.quick,
                                                  matmul_rates()["bf16_tflops"]),
+        "full_width_compiled": lambda: full_width_section(device, 2 if args.quick else args.batch, args.quick,
+                                                          matmul_rates()["bf16_tflops"], compiled=True),
     }
     result = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "machine": machine()}
     for name in args.sections.split(","):
