@@ -14,7 +14,10 @@ runs a doubled batch of 2 at full resolution, the 1024 px stage included) and th
 - where a step's time goes: self time per operator type (torch.profiler; CPU time, or GPU kernel time on a GPU),
   the top ones as shares;
 - with --levers, each lever alone on the sampling forward and the training step: channels_last memory format,
-  no_grad instead of inference_mode, and torch.compile (the cold compile cost, then the warm speed-up).
+  no_grad instead of inference_mode, and torch.compile as the commands compile (sampling: weights frozen in, or
+  CUDA graphs on a GPU; the cold compile cost, then the warm speed-up);
+- glibc's own allocation with --glibc-malloc (by default the bench keeps freed memory for reuse, as the commands
+  do: imagen.io.keep_freed_memory).
 
 Usage:  python bench/mfu.py [--quick] [--levers] [--threads 2] [--device cuda] [--out FILE]
 Prints a table, then one JSON line: {"matmul_gflops", "stages": {NAME: {"train_mfu", "sample_mfu", ...}},
@@ -36,6 +39,7 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 
 from bench.common import emit, machine, median_time  # noqa: E402
+from imagen.io import keep_freed_memory  # noqa: E402
 from trainers.plan import unet_inputs  # noqa: E402
 
 TEXT_LEN = 16
@@ -196,8 +200,13 @@ def levers(load: Workload, repeats: int) -> dict:
     out["default_layout"] = "channels_last" if nhwc else "contiguous"
     out["channels_last_sample_speedup"] = round(times[torch.contiguous_format][0] / times[torch.channels_last][0], 3)
     out["channels_last_train_speedup"] = round(times[torch.contiguous_format][1] / times[torch.channels_last][1], 3)
-    for kind, run, base in (("sample", load.sample_forward, base_sample), ("train", load.train_step, base_train)):
-        compiled = torch.compile(load.net, dynamic=False)  # one per shape: sampling and training differ
+    # as the commands compile: sampling with the weights frozen in (Imagen.compile; CUDA graphs on a GPU),
+    # training plainly (imagen-train --compile); one compiled module per kind, their shapes differ
+    sample_compile = {"mode": "reduce-overhead"} if load.device.type == "cuda" else {"options": {"freezing": True}}
+    for kind, run, base, kwargs in (("sample", load.sample_forward, base_sample, sample_compile),
+                                    ("train", load.train_step, base_train, {})):
+        torch._dynamo.reset()
+        compiled = torch.compile(load.net, dynamic=False, **kwargs)
         try:
             start = time.perf_counter()
             run(compiled)
@@ -216,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
                                                                "torch.compile) on every workload")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.add_argument("--only", help="comma-separated workload names (e.g. shapes-sr2) to measure alone")
+    parser.add_argument("--glibc-malloc", action="store_true",
+                        help="leave glibc's allocation as it is (the commands call imagen.io.keep_freed_memory)")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda: bf16 autocast against the GPU's bf16 "
                                                         "matmul rate")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
@@ -223,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("error: no CUDA GPU here; leave out --device to measure on the CPU")
+    if not args.glibc_malloc:
+        keep_freed_memory()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     repeats = 2 if args.quick else 5
@@ -242,8 +255,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.levers:
             lever_rows[load.name] = levers(load, repeats)
             print(f"{'':>14}  levers: {lever_rows[load.name]}", file=sys.stderr, flush=True)
-    emit({"matmul_gflops": round(rate, 1), "device": torch.cuda.get_device_name(device) if device.type == "cuda"
-          else "cpu", "stages": stages, "levers": lever_rows, "machine": machine(args.threads)}, args.out)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    emit({"matmul_gflops": round(rate, 1), "device": name, "glibc_malloc": args.glibc_malloc, "stages": stages,
+          "levers": lever_rows, "machine": machine(args.threads)}, args.out)
     return 0
 
 

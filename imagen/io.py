@@ -1,9 +1,11 @@
-"""File I/O shared across the package: atomic writes, digests of written files, and finding a model directory
-without the network."""
+"""File and host-memory I/O shared across the package: atomic writes, digests of written files, finding a model
+directory without the network, and the process's memory (available, kept for reuse)."""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import hashlib
 import os
 import stat
@@ -58,6 +60,25 @@ def available_memory() -> int | None:
     except OSError:
         return None
     return None
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
+
+
+def keep_freed_memory() -> bool:
+    """Keep the memory this process frees for its next allocations (glibc).
+
+    By default glibc hands large freed blocks (over a threshold between 128 KiB and 32 MB) straight back to the
+    system, so the next tensor of that size pays a page fault per 4 KiB and the kernel's zeroing; at 1024 px one
+    activation of a 16-channel stage is 64 MB, and on 2 cores that is over a third of the stage's forward
+    (`bench/mfu.py --glibc-malloc` measures without this). After this call, blocks come from the heap and freed
+    ones are reused; the process keeps its peak memory. The sampling, evaluation and training commands call it
+    first; a library user may too. Returns False where the C library has no `mallopt` (not glibc)."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    mallopt = getattr(libc, "mallopt", None)
+    if mallopt is None:
+        return False
+    return mallopt(_M_MMAP_MAX, 0) == 1 and mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1
 
 
 def sha256(data: bytes) -> str:

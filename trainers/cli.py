@@ -149,6 +149,9 @@ def with_prior_preservation(config, init_config, overrides: list[str]):
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from imagen.io import keep_freed_memory
+
+    keep_freed_memory()
     try:
         init = None
         if args.init_from:

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
+from ..io import keep_freed_memory
+
 MIN_GRID_CELL, MAX_GRID_CELL = 128, 512
 
 
@@ -48,6 +50,7 @@ def run_main(parser: argparse.ArgumentParser, body: Callable[[argparse.Namespace
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help / --version (0) or a usage error (2, already printed)
         return int(e.code or 0)
+    keep_freed_memory()
     try:
         return body(args)
     except errors as e:

@@ -42,8 +42,8 @@ def _run(args: argparse.Namespace) -> int:
     pipe = Imagen.from_pretrained(args.model, device=resolve_device(args.device), dtype=args.dtype)
     for path, scale in loras:
         pipe.load_lora(path, scale=scale, merge=args.lora_merge)
-    if args.compile:
-        pipe.compile()
+    if args.compile is not None:
+        pipe.compile(args.compile or None)
     session = Session(args, prompts, seed, pipe, mode.options(pipe, args), output)
     if not args.no_memory_check:
         check_memory(session)

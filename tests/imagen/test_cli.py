@@ -165,6 +165,7 @@ def test_one_axis_sweep_is_one_row(sample_cli, tmp_path):
     (["--prompt", "x", "--sweep", "aug-level@base=0,1"], "base is not a super-resolution stage"),
     (["--prompt", "x", "--prompt", "y", "--sweep", "aug-level=0,1"], "one prompt and seed"),
     (["--prompt", "x", "--device", "tpu"], "unknown device 'tpu'"),
+    (["--prompt", "x", "--compile", "sr3"], "no stage 'sr3' to compile; this model's stages: base, sr1, sr2"),
     ([], "no prompt"),
 ])
 def test_user_errors_exit_2_with_one_line(sample_cli, args, match, tmp_path, monkeypatch):

@@ -276,3 +276,18 @@ def test_compile_keeps_the_weights_names_and_the_images(tiny_model_dir):
     b = compiled.generate([PROMPTS[0]], seed=2, progress=False)
     for name in a:
         torch.testing.assert_close(a[name], b[name], atol=ATOL, rtol=0)
+
+
+def test_compiling_freezes_the_weights_in_and_keeps_the_images(tiny_model_dir, one_thread):
+    from imagen import Imagen
+
+    plain = Imagen.from_pretrained(tiny_model_dir)
+    compiled = Imagen.from_pretrained(tiny_model_dir).compile(["base"])  # inductor, weights frozen in
+    assert compiled.compiled == ["base"]
+    a = plain.generate([PROMPTS[0]], seed=2, progress=False, stop_at_stage="base")
+    b = compiled.generate([PROMPTS[0]], seed=2, progress=False, stop_at_stage="base")
+    torch.testing.assert_close(a["base"], b["base"], atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="load LoRA adapters before compile"):
+        compiled.load_lora(tiny_model_dir)
+    with pytest.raises(ValueError, match="no stage 'sr3' to compile; this model's stages: base, sr1, sr2"):
+        plain.compile(["sr3"])
