@@ -16,10 +16,11 @@ runs a doubled batch of 2 at full resolution, the 1024 px stage included) and th
 - with --levers, each lever alone on the sampling forward and the training step: channels_last memory format,
   no_grad instead of inference_mode, and torch.compile as the commands compile (sampling: weights frozen in, or
   CUDA graphs on a GPU; the cold compile cost, then the warm speed-up);
+- with --sweep, MFU against batch size: the training and sampling batches times 1, 2, 4 and 8;
 - glibc's own allocation with --glibc-malloc (by default the bench keeps freed memory for reuse, as the commands
   do: imagen.io.keep_freed_memory).
 
-Usage:  python bench/mfu.py [--quick] [--levers] [--threads 2] [--device cuda] [--out FILE]
+Usage:  python bench/mfu.py [--quick] [--levers] [--sweep] [--threads 2] [--device cuda] [--out FILE]
 Prints a table, then one JSON line: {"matmul_gflops", "stages": {NAME: {"train_mfu", "sample_mfu", ...}},
 "levers": {...}, "machine": {...}}.
 """
@@ -160,19 +161,35 @@ def breakdown(fn, device: torch.device, top: int = 8) -> dict:
     return {key: round(t / total, 3) for key, t in rows[:top]}
 
 
-def measure(load: Workload, rate: float, repeats: int) -> dict:
+def measure(load: Workload, rate: float, repeats: int, by_op: bool = True) -> dict:
     train_flops = count_flops(load.forward_backward)
     load.optimizer.zero_grad(set_to_none=True)
     sample_flops = count_flops(load.sample_forward)
     train_s, _ = median_time(load.train_step, repeats, warmup=1)
     sample_s, _ = median_time(load.sample_forward, repeats, warmup=1)
-    return {**load.shapes, "train_gflop": _sig(train_flops / 1e9), "train_s": _sig(train_s),
-            "train_gflops": _sig(train_flops / train_s / 1e9), "train_mfu": _sig(train_flops / train_s / 1e9 / rate),
-            "sample_gflop": _sig(sample_flops / 1e9), "sample_s": _sig(sample_s),
-            "sample_gflops": _sig(sample_flops / sample_s / 1e9),
-            "sample_mfu": _sig(sample_flops / sample_s / 1e9 / rate),
-            "train_time_by_op": breakdown(load.train_step, load.device),
-            "sample_time_by_op": breakdown(load.sample_forward, load.device)}
+    row = {**load.shapes, "train_gflop": _sig(train_flops / 1e9), "train_s": _sig(train_s),
+           "train_gflops": _sig(train_flops / train_s / 1e9), "train_mfu": _sig(train_flops / train_s / 1e9 / rate),
+           "sample_gflop": _sig(sample_flops / 1e9), "sample_s": _sig(sample_s),
+           "sample_gflops": _sig(sample_flops / sample_s / 1e9),
+           "sample_mfu": _sig(sample_flops / sample_s / 1e9 / rate)}
+    if by_op:
+        row |= {"train_time_by_op": breakdown(load.train_step, load.device),
+                "sample_time_by_op": breakdown(load.sample_forward, load.device)}
+    return row
+
+
+def batch_sweep(load: Workload, rate: float, repeats: int, factors=(1, 2, 4, 8)) -> list[dict]:
+    """MFU of the workload's U-Net with its training and sampling batches multiplied by each factor (sampling
+    several images at once, or a larger training batch)."""
+    text_dim = load.train_inputs[1]["text_embeds"].shape[-1]
+    rows = []
+    for factor in factors:
+        resized = Workload(load.name, load.net, text_dim, load.lowres, load.shapes["train_batch"] * factor,
+                           load.shapes["train_size"], load.shapes["sample_batch"] * factor,
+                           load.shapes["sample_size"], load.device)
+        row = measure(resized, rate, repeats, by_op=False)
+        rows.append({k: row[k] for k in ("train_batch", "train_mfu", "sample_batch", "sample_mfu", "sample_s")})
+    return rows
 
 
 def _sig(value: float) -> float:
@@ -224,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--levers", action="store_true", help="also measure each lever (channels_last, no_grad, "
                                                                "torch.compile) on every workload")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("--sweep", action="store_true", help="also MFU against batch size (x1, x2, x4, x8 the "
+                                                                 "training and sampling batches) on every workload")
     parser.add_argument("--only", help="comma-separated workload names (e.g. shapes-sr2) to measure alone")
     parser.add_argument("--glibc-malloc", action="store_true",
                         help="leave glibc's allocation as it is (the commands call imagen.io.keep_freed_memory)")
@@ -252,6 +271,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{load.name:>14}: train {row['train_gflops']:6.1f} GFLOP/s (MFU {row['train_mfu']:.0%}), sample "
               f"{row['sample_gflops']:6.1f} GFLOP/s (MFU {row['sample_mfu']:.0%}) in {row['sample_s']:.3f} s",
               file=sys.stderr, flush=True)
+        if args.sweep:
+            row["batch_sweep"] = batch_sweep(load, rate, repeats)
+            print(f"{'':>14}  batch sweep: {row['batch_sweep']}", file=sys.stderr, flush=True)
         if args.levers:
             lever_rows[load.name] = levers(load, repeats)
             print(f"{'':>14}  levers: {lever_rows[load.name]}", file=sys.stderr, flush=True)

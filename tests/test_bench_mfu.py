@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.mfu import Workload, count_flops, measure
+from bench.mfu import Workload, batch_sweep, count_flops, measure
 from configs import UNetConfig
 from unets import EfficientUNet
 
@@ -26,3 +26,13 @@ def test_a_workload_is_measured_against_the_matmul_rate():
     assert any("conv" in op for op in row["train_time_by_op"])
     assert all(p.grad is None for p in net.parameters())  # the optimiser step cleared them
     assert torch.is_grad_enabled()
+
+
+def test_the_batch_sweep_scales_both_batches():
+    config = UNetConfig(channels=8, channel_mults=(1, 2), num_res_blocks=(1, 1), self_attn=(False, False),
+                        cross_attn=(False, True), head_dim=8, cond_dim=16)
+    load = Workload("tiny", EfficientUNet(config, text_dim=16), 16, False, train_batch=2, train_size=16,
+                    sample_batch=1, sample_size=16)
+    rows = batch_sweep(load, rate=100.0, repeats=1, factors=(1, 4))
+    assert [(r["train_batch"], r["sample_batch"]) for r in rows] == [(2, 1), (8, 4)]
+    assert all(r["train_mfu"] > 0 and r["sample_mfu"] > 0 for r in rows)
