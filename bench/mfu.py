@@ -104,14 +104,16 @@ class Workload:
         torch.nn.functional.mse_loss(out.float(), x).backward()
 
     def train_step(self, net=None) -> None:
-        self.net.train()
+        if not self.net.training:  # the mode is set only on a change: train() walks every module
+            self.net.train()
         self.forward_backward(net)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         synchronize(self.device)
 
     def sample_forward(self, net=None, mode=torch.inference_mode) -> None:
-        self.net.eval()
+        if self.net.training:
+            self.net.eval()
         (x, t), kwargs = self.sample_inputs
         with mode(), self._autocast():
             (self.net if net is None else net)(x, t, **kwargs)
