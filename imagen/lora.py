@@ -20,6 +20,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from .io import atomic_write, sha256, verify
+from .text import same_encoder
 
 FORMAT = "imagen-lora"
 CONFIG_FILE, WEIGHTS_FILE = "lora.json", "lora.safetensors"
@@ -124,8 +125,7 @@ def load_lora(pipe, directory: str | Path, scale: float = 1.0, merge: bool = Fal
 
     document, weights = read_lora(directory)
     name = name or Path(directory).resolve().name
-    expected, got = document.get("text_encoder", {}).get("sha256"), pipe.text_encoder.identity.get("sha256")
-    if expected and got and expected != got:
+    if not same_encoder(document.get("text_encoder", {}), pipe.text_encoder.identity):
         raise ValueError(f"{directory}: these adapters were trained on a model with another text encoder "
                          f"({document.get('text_encoder', {}).get('name')!r}); load them onto "
                          f"{document.get('base_model')!r}")

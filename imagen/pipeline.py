@@ -28,7 +28,7 @@ from .options import SamplingOptions, StageOptions, StageValue, per_stage
 from .output import ImagenOutput, check_output_type
 from .request import Request
 from .stage import Stage, StageEdit
-from .text import EMBEDDED, TextEncoder, load_text_encoder, parse_dtype
+from .text import EMBEDDED, TextEncoder, load_text_encoder, parse_dtype, same_encoder
 
 
 class Imagen(nn.Module):
@@ -449,8 +449,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 def _check_text_encoder(saved: dict, encoder: TextEncoder, directory: Path) -> None:
-    expected, got = saved.get("sha256"), encoder.identity.get("sha256")
-    if expected and got and expected != got:
+    if not same_encoder(saved, encoder.identity):
         raise ValueError(f"{directory / checkpoint.CONFIG_FILE}: the text encoder {encoder.identity.get('name')!r} "
                          f"differs from the one this model was trained with ({saved.get('name')!r}, sha256 "
-                         f"{expected[:12]}...); load that encoder (text.name) or retrain")
+                         f"{saved['sha256'][:12]}...); load that encoder (text.name) or retrain")

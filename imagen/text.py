@@ -189,6 +189,13 @@ def resolve_text_encoder(name: str) -> Path:
                      "set HF_HOME to that cache, or use text.name=embedded")
 
 
+def same_encoder(recorded: dict[str, Any], identity: dict[str, Any]) -> bool:
+    """False when a recorded text-encoder identity and `identity` both carry a sha256 and they differ (a model,
+    an adapter or a run trained on another encoder); True otherwise, a missing digest included."""
+    expected, got = recorded.get("sha256"), identity.get("sha256")
+    return not (expected and got and expected != got)
+
+
 def fingerprint(directory: str | Path) -> str:
     """sha256 over a model directory: config and tokenizer files in full, weight files by name, size and
     their first and last MiB (enough to tell re-initialised or fine-tuned weights apart, cheap for T5-XXL)."""

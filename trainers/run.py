@@ -27,7 +27,7 @@ from imagen import checkpoint, lora
 from imagen.io import atomic_write
 from imagen.lora import adapter_weights
 from imagen.stage import Stage
-from imagen.text import load_text_encoder
+from imagen.text import load_text_encoder, same_encoder
 
 from .sharding import is_sharded_checkpoint, read_ema_weights
 from .trainer import StageResult, StageTrainer
@@ -144,8 +144,7 @@ def _check_init(init: InitModel, text_identity: dict, stages: list[str]) -> None
     """Refuse, before any training, a model without the stages to train or with another text encoder."""
     for name in stages:
         init.stage_weights(name)
-    expected, got = init.text_identity.get("sha256"), text_identity.get("sha256")
-    if expected and got and expected != got:
+    if not same_encoder(init.text_identity, text_identity):
         raise ValueError(f"--init-from {init.directory} was trained with the text encoder "
                          f"{init.text_identity.get('name')!r}, not this config's {text_identity.get('name')!r}: "
                          "keep the model's text encoder (drop the text.* overrides)")
