@@ -107,9 +107,7 @@ class TextConditioner(nn.Module):
     def _pool(self, context: torch.Tensor, mask: torch.Tensor, null: torch.Tensor) -> torch.Tensor:
         if self.pool is None:
             return torch.zeros(context.shape[0], self.cond_dim, device=context.device, dtype=context.dtype)
-        if bool(null.all()):
-            return self.null_pooled.to(context.dtype).expand(context.shape[0], -1)
-        pooled = self.pool(context, mask)
+        pooled = self.pool(context, mask)  # branch-free (a compiled U-Net keeps one graph); null rows replaced
         return torch.where(null[:, None], self.null_pooled.to(pooled.dtype), pooled)
 
     def _check(self, text_embeds: torch.Tensor, text_mask: torch.Tensor | None, drop_text: torch.Tensor | None,
