@@ -13,6 +13,8 @@ with and without prior preservation, and judge what it learnt and what it kept.
    colour and a position absent from the tuning data, by the judge taught the star; and the shipped model's
    own held-out one-object prompts by the default judge, against the shipped model's score on them.
 
+With `--phrase "sks triangle"`: the captions and the sampled prompts name the star with those words instead
+(DreamBooth's recipe: a rare identifier before a class noun the model knows); the judge still reads "star".
 With `--generalisation`: where RUNS/full draws the star (tuning prompts; new colours, new positions apart).
 With `--cost`: the sampling time of one image with RUNS/lora's adapters unmerged and merged, against none.
 With `--picture PNG`: the README's before/after grid instead (the shipped model and the `full` and `lora`
@@ -30,6 +32,7 @@ import io
 import itertools
 import json
 import random
+import re
 import sys
 import time
 from pathlib import Path
@@ -79,19 +82,25 @@ def held_out_star_prompts(count: int) -> list[str]:
     return [_scene(rng, c, sizes[i % 2], p).caption for i, (c, p) in enumerate(combos[:count])]
 
 
-def write_data(directory: Path) -> dict:
+def phrased(caption: str, phrase: str) -> str:
+    """`caption` with the star named by `phrase`."""
+    return re.sub(rf"\b{SHAPE}\b", phrase, caption)
+
+
+def write_data(directory: Path, phrase: str) -> dict:
     directory.mkdir(parents=True, exist_ok=True)
     scenes = tuning_scenes()
     for i, scene in enumerate(scenes):
         render(scene, 64).save(directory / f"{i:02d}.png")
-        (directory / f"{i:02d}.txt").write_text(scene.caption + "\n")
+        (directory / f"{i:02d}.txt").write_text(phrased(scene.caption, phrase) + "\n")
     return {"images": len(scenes), "colors": TUNE_COLORS, "positions": TUNE_POSITIONS,
             "held_out_colors": HELD_OUT_COLORS, "held_out_positions": HELD_OUT_POSITIONS}
 
 
-def judge_model(model: str, lora: str | None, star_prompts: list[str], original_prompts: list[str]) -> dict:
+def judge_model(model: str, lora: str | None, star_prompts: list[str], original_prompts: list[str],
+                phrase: str = SHAPE) -> dict:
     """Base-stage compliance (one-object scores) of `model` (+ `lora`) on the star and the original prompts,
-    and the sampling time of the star prompts."""
+    and the sampling time of the star prompts; the star prompts are sampled with the star named by `phrase`."""
     import torch
 
     from imagen import Imagen
@@ -104,7 +113,8 @@ def judge_model(model: str, lora: str | None, star_prompts: list[str], original_
     result = {}
     for name, prompts, shapes in (("star", star_prompts, ALL_SHAPES), ("original", original_prompts, SHAPES)):
         started = time.perf_counter()
-        images = pipe.generate(prompts, seed=0, max_batch_size=16, stop_at_stage="base")["base"]
+        sampled = [phrased(p, phrase) for p in prompts] if name == "star" else prompts
+        images = pipe.generate(sampled, seed=0, max_batch_size=16, stop_at_stage="base")["base"]
         seconds = time.perf_counter() - started
         summary = evaluate(images.cpu(), prompts, shapes)["one_object"]
         result[name] = {k: round(summary[k], 4) for k in ATTRIBUTES}
@@ -115,7 +125,7 @@ def judge_model(model: str, lora: str | None, star_prompts: list[str], original_
 def _judge_in_process(args: argparse.Namespace) -> None:
     star = held_out_star_prompts(args.star_prompts)
     from imagen.eval.model import held_out_prompts
-    emit(judge_model(args.model, args.lora, star, held_out_prompts(args.original_prompts)))
+    emit(judge_model(args.model, args.lora, star, held_out_prompts(args.original_prompts), args.phrase))
 
 
 def picture(runs: Path, out: Path) -> None:
@@ -212,6 +222,8 @@ def main() -> None:
     parser.add_argument("--star-prompts", type=int, default=32)
     parser.add_argument("--original-prompts", type=int, default=48)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--phrase", default=SHAPE, help="the words naming the star in captions and prompts "
+                                                        "(default star; e.g. 'sks triangle', DreamBooth's recipe)")
     parser.add_argument("--out", help="also write the JSON here")
     parser.add_argument("--picture", type=Path, help="write the before/after grid of RUNS' full and lora runs here")
     parser.add_argument("--generalisation", action="store_true",
@@ -237,10 +249,10 @@ def main() -> None:
     unknown = [v for v in args.variants.split(",") if v not in VARIANTS]
     if unknown:
         raise SystemExit(f"error: unknown variant {', '.join(unknown)}; choose among {', '.join(VARIANTS)}")
-    result: dict = {"machine": machine(args.threads), "data": write_data(args.runs / "data"),
+    result: dict = {"machine": machine(args.threads), "data": write_data(args.runs / "data", args.phrase),
                     "star_prompts": held_out_star_prompts(args.star_prompts), "variants": {}}
     judge = [sys.executable, __file__, "--judge", "--star-prompts", str(args.star_prompts),
-             "--original-prompts", str(args.original_prompts)]
+             "--original-prompts", str(args.original_prompts), "--phrase", args.phrase]
     result["shipped"] = spawn_json(judge, "judging the shipped model", args.threads)
     for variant in args.variants.split(","):
         run = args.runs / variant
