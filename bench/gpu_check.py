@@ -41,20 +41,15 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 
 from bench.common import emit, machine, median_time  # noqa: E402
-from bench.mfu import count_flops  # noqa: E402
+from bench.mfu import count_flops, synchronize  # noqa: E402
 
 PROMPT = "a small green square at the bottom right on a purple background"
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def _timed(fn, device: torch.device, repeats: int, warmup: int = 1) -> float:
     def run():
         fn()
-        _sync(device)
+        synchronize(device)
     return median_time(run, repeats, warmup=warmup)[0]
 
 
@@ -174,7 +169,7 @@ def full_width_section(device: torch.device, batch: int, quick: bool, bf16_tflop
         stage.net.compile()  # in place, as `imagen-train --compile` does
         started = time.perf_counter()
         step()
-        _sync(device)
+        synchronize(device)
         extra["compile_cold_s"] = round(time.perf_counter() - started, 1)
     seconds = _timed(step, device, 1 if quick else 3)  # the first step, untimed, allocates the optimiser state
     peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else None

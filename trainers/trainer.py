@@ -176,12 +176,11 @@ class StageTrainer:
         """Start from trained U-Net weights (fine-tuning; the optimiser and schedule start fresh), live and EMA;
         ValueError naming the first tensor that does not fit this stage's architecture."""
         net = self.acc.unwrap_model(self.model).net
-        if self.sharded:  # checked on an unsharded copy, then each process keeps its shards
-            plain = self._plain_stage().net
-            (load_base_weights if has_lora(plain) else checkpoint.load_weights)(plain, weights, path)
-            load_full_weights(net, plain.state_dict())
-        else:
-            (load_base_weights if has_lora(net) else checkpoint.load_weights)(net, weights, path)
+        # sharded: checked and loaded on an unsharded copy, then each process keeps its shards of it
+        target = self._plain_stage().net if self.sharded else net
+        (load_base_weights if has_lora(target) else checkpoint.load_weights)(target, weights, path)
+        if self.sharded:
+            load_full_weights(net, target.state_dict())
         self.ema.copy_params_from_model_to_ema()
 
     def save(self, loader) -> None:
