@@ -8,7 +8,9 @@
    forwards of batch 4 per step, we run one forward on the doubled batch.
 2. A whole cascade 64 -> 256 -> 1024 px for one image with its default sampling options: `--cascade-model`,
    the shipped `shapes` model by default (a model name or directory, or a preset name such as shapes-tiny,
-   built with random weights: the latency does not depend on them).
+   built with random weights: the latency does not depend on them); the median of `--cascade-repeats` images,
+   with freed memory kept for reuse as the commands run ("cascade_1024_s": imagen.io.keep_freed_memory) and
+   with glibc's default, as a library user gets it ("cascade_1024_glibc_default_s").
 3. Our base (as in 1) with DPM-Solver++ at 25 steps against DDPM at 250 steps.
 
 Each side runs in its own process (the peer in its own venv, `--peer-python`), one after the other, in
@@ -36,7 +38,7 @@ if str(ROOT) not in sys.path:  # run as a script, in our venv or in the peer's
     sys.path.insert(0, str(ROOT))
 
 # stdlib only at import: the peer's venv runs this file too
-from bench.common import DEFAULT_HARNESS, DEFAULT_PEER_PYTHON, emit, machine, spawn_json  # noqa: E402
+from bench.common import DEFAULT_HARNESS, DEFAULT_PEER_PYTHON, emit, machine, peak_rss_mb, spawn_json  # noqa: E402
 from bench.unet_speed import OURS, PEER, TEXT_DIM, TEXT_LEN, build_peer  # noqa: E402
 
 BATCH, GUIDANCE, PEER_PERCENTILE = 4, 5.0, 0.95
@@ -140,25 +142,32 @@ def worker_peer_base(steps: int, repeats: int, harness: str) -> dict:
             "output_shape": list(out.shape), "dynamic_thresholding_percentile": imagen.dynamic_thresholding_percentile}
 
 
-def worker_ours_cascade(model: str, steps: list[int] | None) -> dict:
+def worker_ours_cascade(model: str, steps: list[int] | None, repeats: int, kept_memory: bool) -> dict:
     """The cascade `model` (a saved model, else a preset with random weights), one image, its default options
-    (or `steps` per stage)."""
+    (or `steps` per stage), timed `repeats` times after a warm-up; with `kept_memory`, freed memory is kept
+    for reuse as the commands do (imagen.io.keep_freed_memory), else glibc's default (a library user's)."""
     from configs import load_config, preset_names
     from imagen import Imagen
+    from imagen.io import keep_freed_memory
 
+    if kept_memory:
+        keep_freed_memory()
     preset = model in preset_names()
     pipe = Imagen.from_config(load_config(model)).eval() if preset else Imagen.from_pretrained(model)
     calls = {name: _counted(stage.net) for name, stage in pipe.stages.items()}
     pipe.generate([CASCADE_PROMPT], num_inference_steps=1, progress=False)  # warm-up at every resolution
-    for c in calls.values():
-        c[0] = 0
     options = pipe.sampling_options(num_inference_steps=steps)
-    start = time.perf_counter()
-    out = pipe.generate([CASCADE_PROMPT], num_inference_steps=steps, seed=0, progress=False)
-    seconds = time.perf_counter() - start
-    return {"s": seconds, "shapes": {k: list(v.shape) for k, v in out.items()},
-            "unet_calls": {k: c[0] for k, c in calls.items()},
-            "options": {k: o.as_dict() for k, o in options.items()}}
+    times, shapes = [], {}
+    for _ in range(repeats):
+        for c in calls.values():
+            c[0] = 0
+        start = time.perf_counter()
+        out = pipe.generate([CASCADE_PROMPT], num_inference_steps=steps, seed=0, progress=False)
+        times.append(time.perf_counter() - start)
+        shapes = {k: list(v.shape) for k, v in out.items()}
+    return {"s": statistics.median(times), "s_all": [round(t, 3) for t in times], "shapes": shapes,
+            "unet_calls": {k: c[0] for k, c in calls.items()}, "kept_memory": kept_memory,
+            "peak_rss_mb": round(peak_rss_mb(), 1), "options": {k: o.as_dict() for k, o in options.items()}}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -192,8 +201,11 @@ def run_driver(args: argparse.Namespace) -> dict:
                            "--repeats", str(args.peer_repeats)))
     print("ours cascade 64 -> 256 -> 1024 ...", file=sys.stderr, flush=True)
     cascade_steps = args.cascade_steps
-    cascade = _spawn(sys.executable, args, "--worker", "ours-cascade", "--cascade-model", args.cascade_model,
-                     *(["--cascade-steps", ",".join(map(str, cascade_steps))] if cascade_steps else []))
+    cascade_args = ["--worker", "ours-cascade", "--cascade-model", args.cascade_model,
+                    "--cascade-repeats", str(args.cascade_repeats),
+                    *(["--cascade-steps", ",".join(map(str, cascade_steps))] if cascade_steps else [])]
+    cascade = _spawn(sys.executable, args, *cascade_args, "--kept-memory")
+    cascade_default = _spawn(sys.executable, args, *cascade_args)
 
     ours_all = [t for r in ours for t in r["runs"][0]["s_all"]]
     peer_all = [t for r in peer for t in r["runs"][0]["s_all"]]
@@ -220,6 +232,8 @@ def run_driver(args: argparse.Namespace) -> dict:
                  "speedup_best": round(min(peer_all) / min(ours_all), 3)},
         "cascade_1024_s": round(cascade["s"], 3),
         "cascade_1024": {**cascade, "model": args.cascade_model},
+        "cascade_1024_glibc_default_s": round(cascade_default["s"], 3),
+        "cascade_1024_glibc_default": cascade_default,
         "dpmpp25_s": round(dpm25, 3),
         "ddpm250_s": round(ddpm250, 3),
         "dpmpp25_vs_ddpm250_speedup": round(ddpm250 / dpm25, 3),
@@ -250,6 +264,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cascade-model", default="shapes",
                     help="the cascade timed end to end: a model name or directory, or a preset (random weights); "
                          "default: the shipped shapes model")
+    ap.add_argument("--cascade-repeats", type=int, default=None,
+                    help="timed images of the cascade, after a warm-up (default 5, quick 3)")
+    ap.add_argument("--kept-memory", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--peer-python", default=str(DEFAULT_PEER_PYTHON), help="python of the imagen-pytorch venv")
     ap.add_argument("--harness", default=str(DEFAULT_HARNESS), help="the anchor harness (for its offline setup)")
     ap.add_argument("--out", default=None, help="also write the JSON to this file")
@@ -265,13 +282,15 @@ def main(argv: list[str] | None = None) -> int:
         elif args.worker == "peer-base":
             result = worker_peer_base(args.steps, args.repeats, args.harness)
         else:
-            result = worker_ours_cascade(args.cascade_model, args.cascade_steps)
+            result = worker_ours_cascade(args.cascade_model, args.cascade_steps, args.cascade_repeats,
+                                         args.kept_memory)
         print(json.dumps(result))
         return 0
     args.rounds = args.rounds or (1 if args.quick else 2)
     args.steps = args.steps or (5 if args.quick else 50)
     args.repeats = args.repeats or (3 if args.quick else 1)
     args.peer_repeats = args.peer_repeats or (2 if args.quick else 1)
+    args.cascade_repeats = args.cascade_repeats or (3 if args.quick else 5)
     result = run_driver(args)
     emit(result, args.out)
     return 0

@@ -9,6 +9,7 @@ for rows without any), so softmax never runs over an all-masked row.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -81,6 +82,19 @@ class FeedForward(nn.Module):
         return self.net(x)
 
 
+@functools.lru_cache(maxsize=32)
+def fourier_positions(h: int, w: int, frequencies: int, device: torch.device) -> torch.Tensor:
+    """(H * W, 4F) float32: sin and cos of every pixel's normalised (y, x) in [-1, 1] at F octaves from pi/2.
+    Built once per size (outside inference mode, so that training can use the same tensor)."""
+    with torch.inference_mode(False), torch.no_grad():
+        ys = torch.linspace(-1.0, 1.0, h, device=device)
+        xs = torch.linspace(-1.0, 1.0, w, device=device)
+        grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij"), dim=-1).reshape(-1, 2)  # (H*W, 2)
+        freqs = math.pi * 2.0 ** torch.arange(frequencies, dtype=torch.float32, device=device) / 2
+        angles = (grid[:, :, None] * freqs).flatten(1)  # (H*W, 2F)
+        return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+
 class PositionEmbedding(nn.Module):
     """Absolute position of every pixel for attention: sin/cos Fourier features of its normalised (x, y) in
     [-1, 1], projected to C channels (zero-initialised). Attention is otherwise blind to where a pixel is, so
@@ -89,17 +103,13 @@ class PositionEmbedding(nn.Module):
 
     def __init__(self, channels: int, frequencies: int = 6):
         super().__init__()
-        self.register_buffer("freqs", math.pi * 2.0 ** torch.arange(frequencies, dtype=torch.float32) / 2,
-                             persistent=False)
+        self.frequencies = frequencies
         self.proj = zero_init(nn.Linear(4 * frequencies, channels))
 
     def forward(self, h: int, w: int, like: torch.Tensor) -> torch.Tensor:
         """(H * W, C) in the dtype and device of `like`."""
-        ys = torch.linspace(-1.0, 1.0, h, device=like.device)
-        xs = torch.linspace(-1.0, 1.0, w, device=like.device)
-        grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij"), dim=-1).reshape(-1, 2)  # (H*W, 2)
-        angles = (grid[:, :, None] * self.freqs).flatten(1)  # (H*W, 2F)
-        return self.proj(torch.cat([angles.sin(), angles.cos()], dim=1).to(self.proj.weight.dtype)).to(like.dtype)
+        features = fourier_positions(h, w, self.frequencies, like.device)
+        return self.proj(features.to(self.proj.weight.dtype)).to(like.dtype)
 
 
 class AttentionBlock(nn.Module):
