@@ -6,6 +6,7 @@ the network predicts eps, v or x0.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from typing import NamedTuple
 
@@ -89,15 +90,29 @@ class Denoiser:
         self.net, self.schedule, self.prediction, self.sigma_data = net, schedule, prediction, sigma_data
 
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor, condition: Condition) -> Prediction:
-        """x_t (B, C, H, W), t (B,) in [0, 1] -> Prediction(x0, eps), each (B, C, H, W), float32.
+        """x_t (B, C, H, W), t (B,) in [0, 1] -> Prediction(x0, eps), each (B, C, H, W), float32."""
+        return self.bind(condition)(x_t, t)
+
+    def bind(self, condition: Condition) -> Callable[[torch.Tensor, torch.Tensor], Prediction]:
+        """`predict(x_t, t) -> Prediction` under a fixed `condition`, for the steps of a sampling run: a network
+        that can encode its text once (`encode_text`, the U-Net) does so here, and every step reuses it.
 
         With an anchor a the network was trained on the residual r = x0 - a: the residual's noisy state is
         r_t = alpha r + sigma eps = x_t - alpha a, so the sampler keeps working on images, and eps is shared."""
-        alpha, sigma = self.schedule.alpha_sigma(t)
-        anchor = condition.anchor
-        if anchor is not None:
-            x_t = x_t - batch_scale(alpha, x_t).to(x_t.dtype) * anchor.to(x_t.dtype)
-        c_in = batch_scale(input_scale(self.prediction, alpha, sigma, self.sigma_data), x_t).to(x_t.dtype)
-        output = self.net(c_in * x_t, t, **condition.as_kwargs()).float()
-        x0, eps = to_x0_eps(self.prediction, output, x_t.float(), alpha, sigma, self.sigma_data)
-        return Prediction(x0 if anchor is None else x0 + anchor.float(), eps)
+        kwargs, anchor = condition.as_kwargs(), condition.anchor
+        encode_text = getattr(self.net, "encode_text", None)
+        if encode_text is not None:
+            embeds, mask, drop = kwargs.pop("text_embeds"), kwargs.pop("text_mask"), kwargs.pop("drop_text")
+            batch = embeds.shape[0] if embeds is not None else condition.lowres.shape[0]
+            kwargs["text"] = encode_text(embeds, mask, drop, batch, keys_values=True)
+
+        def predict(x_t: torch.Tensor, t: torch.Tensor) -> Prediction:
+            alpha, sigma = self.schedule.alpha_sigma(t)
+            if anchor is not None:
+                x_t = x_t - batch_scale(alpha, x_t).to(x_t.dtype) * anchor.to(x_t.dtype)
+            c_in = batch_scale(input_scale(self.prediction, alpha, sigma, self.sigma_data), x_t).to(x_t.dtype)
+            output = self.net(c_in * x_t, t, **kwargs).float()
+            x0, eps = to_x0_eps(self.prediction, output, x_t.float(), alpha, sigma, self.sigma_data)
+            return Prediction(x0 if anchor is None else x0 + anchor.float(), eps)
+
+        return predict

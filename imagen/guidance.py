@@ -28,14 +28,13 @@ def guided(denoiser: Denoiser, condition: Condition, guidance_scale: GuidanceSca
     (a negative prompt's embedding); `guidance_scale` is a float or a function of t (B,) -> (B,)."""
     uncond = negative if negative is not None else condition.unconditional()
     constant = not callable(guidance_scale)
-    if constant and guidance_scale == 1.0:
-        return lambda x_t, t: denoiser(x_t, t, condition).x0
-    if constant and guidance_scale == 0.0:
-        return lambda x_t, t: denoiser(x_t, t, uncond).x0
-    both = condition.cat(uncond)
+    if constant and guidance_scale in (0.0, 1.0):
+        predict = denoiser.bind(condition if guidance_scale == 1.0 else uncond)
+        return lambda x_t, t: predict(x_t, t).x0
+    predict = denoiser.bind(condition.cat(uncond))
 
     def denoise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        x0_cond, x0_uncond = denoiser(torch.cat([x_t, x_t]), torch.cat([t, t]), both).x0.chunk(2)
+        x0_cond, x0_uncond = predict(torch.cat([x_t, x_t]), torch.cat([t, t])).x0.chunk(2)
         w = guidance_scale(t) if not constant else torch.full_like(t, guidance_scale)
         w = w.reshape(-1, *([1] * (x_t.ndim - 1))).to(x0_cond.dtype)
         return x0_uncond + w * (x0_cond - x0_uncond)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -53,7 +54,11 @@ class SelfAttention(nn.Module):
 
 class CrossAttention(nn.Module):
     """Multi-head attention from tokens `(B, N, C)` to context tokens `(B, L, context_dim)` whose padding
-    is excluded by `mask (B, L)` (True = real token). Output `(B, N, C)`, projection zero-initialised."""
+    is excluded by `mask (B, L)` (True = real token). Output `(B, N, C)`, projection zero-initialised.
+
+    `keys_values(context)` and `attend(x, keys_values, mask)` split the forward, so that keys and values of a
+    context that does not change (the text, over a sampling run) are projected once. A layer of a U-Net that
+    reads the text has a `slot`: the index of its keys and values in `TextCondition.keys_values`."""
 
     def __init__(self, channels: int, context_dim: int, head_dim: int):
         super().__init__()
@@ -62,12 +67,35 @@ class CrossAttention(nn.Module):
         self.q = nn.Linear(channels, inner, bias=False)
         self.kv = nn.Linear(context_dim, 2 * inner, bias=False)
         self.out = zero_init(nn.Linear(inner, channels))
+        self.slot: int | None = None
+
+    def keys_values(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, L, context_dim) -> keys and values, each (B, heads, L, head_dim)."""
+        k, v = self.kv(context.to(self.kv.weight.dtype)).chunk(2, dim=-1)
+        return _split_heads(k, self.heads), _split_heads(v, self.heads)
+
+    def attend(self, x: torch.Tensor, keys_values: tuple[torch.Tensor, torch.Tensor],
+               mask: torch.Tensor) -> torch.Tensor:
+        q = _split_heads(self.q(x), self.heads)
+        k, v = keys_values
+        attn_mask = mask[:, None, None, :]  # (B, 1, 1, L), broadcast over heads and queries
+        return self.out(_merge_heads(F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype),
+                                                                    attn_mask=attn_mask)))
 
     def forward(self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        q = _split_heads(self.q(x), self.heads)
-        k, v = (_split_heads(t, self.heads) for t in self.kv(context.to(x.dtype)).chunk(2, dim=-1))
-        attn_mask = mask[:, None, None, :]  # (B, 1, 1, L), broadcast over heads and queries
-        return self.out(_merge_heads(F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)))
+        return self.attend(x, self.keys_values(context), mask)
+
+
+class TextCondition(NamedTuple):
+    """What the U-Net sees of the text: `context (B, L', context_dim)` and `mask (B, L')` (True = attend;
+    every row has at least one True) for cross-attention, `pooled (B, cond_dim)` (zeros if unused), and
+    optionally `keys_values`: every text-reading cross-attention layer's keys and values of the context, by
+    the layer's slot (projected once for a whole sampling run; empty: each layer projects its own)."""
+
+    context: torch.Tensor
+    mask: torch.Tensor
+    pooled: torch.Tensor | None
+    keys_values: tuple[tuple[torch.Tensor, torch.Tensor], ...] = ()
 
 
 class FeedForward(nn.Module):
@@ -130,8 +158,9 @@ class AttentionBlock(nn.Module):
         self.ff_norm = nn.LayerNorm(channels)
         self.ff = FeedForward(channels, ff_mult)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """x (B, C, H, W); context (B, L, context_dim); mask (B, L) bool -> (B, C, H, W)."""
+    def forward(self, x: torch.Tensor, text: TextCondition | None) -> torch.Tensor:
+        """x (B, C, H, W); text: the context (B, L, context_dim) and mask (B, L) bool, or None without
+        cross-attention -> (B, C, H, W)."""
         b, c, h, w = x.shape
         channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
         tokens = x.flatten(2).transpose(1, 2)  # (B, H*W, C); a view when x is channels_last
@@ -139,7 +168,9 @@ class AttentionBlock(nn.Module):
         if self.self_attn is not None:
             tokens = tokens + self.self_attn(self.self_norm(tokens) + pos)
         if self.cross_attn is not None:
-            tokens = tokens + self.cross_attn(self.cross_norm(tokens) + pos, context, mask)
+            attn = self.cross_attn
+            keys_values = text.keys_values[attn.slot] if text.keys_values else attn.keys_values(text.context)
+            tokens = tokens + attn.attend(self.cross_norm(tokens) + pos, keys_values, text.mask)
         tokens = tokens + self.ff(self.ff_norm(tokens))
         out = tokens.transpose(1, 2).reshape(b, c, h, w)
         return out.contiguous(memory_format=torch.channels_last) if channels_last else out.contiguous()

@@ -8,13 +8,12 @@ conditioning vector of every residual block; the text tokens are the keys and va
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import AttentionPool
+from .attention import AttentionPool, TextCondition
 
 NUM_NULL_TOKENS = 4  # learned token embeddings that stand in for the text of dropped (unconditional) rows
 
@@ -41,15 +40,6 @@ class ScalarEmbedding(nn.Module):
         """values (B,) in [0, 1] -> (B, out_dim)."""
         features = sinusoidal_embedding(values.float() * 1000.0, self.freq_dim)  # float32: t needs the precision
         return self.mlp(features.to(self.mlp[0].weight.dtype))
-
-
-class TextCondition(NamedTuple):
-    """What the U-Net sees of the text: `context (B, L', context_dim)` and `mask (B, L')` (True = attend;
-    every row has at least one True) for cross-attention, and `pooled (B, cond_dim)` (zeros if unused)."""
-
-    context: torch.Tensor
-    mask: torch.Tensor
-    pooled: torch.Tensor
 
 
 class TextConditioner(nn.Module):

@@ -25,7 +25,7 @@ from torch.utils.checkpoint import checkpoint
 
 from configs import UNetConfig
 
-from .attention import AttentionBlock
+from .attention import AttentionBlock, TextCondition
 from .conditioning import ScalarEmbedding, TextConditioner
 from .layers import SKIP_SCALE, Downsample, ResBlock, Upsample, group_count, zero_init
 
@@ -46,12 +46,12 @@ class DownBlock(nn.Module):
                                     cross_attn=cross_attn, position=cfg.position_embedding)
                      if self_attn or cross_attn else None)
 
-    def forward(self, h: torch.Tensor, cond: torch.Tensor, context: torch.Tensor | None, mask: torch.Tensor | None,
+    def forward(self, h: torch.Tensor, cond: torch.Tensor, text: TextCondition | None,
                 checkpointing: bool = False) -> torch.Tensor:
         h = self.resample(h)
         for res in self.res_blocks:
             h = _run(res, checkpointing, h, cond)
-        return h if self.attn is None else _run(self.attn, checkpointing, h, context, mask)
+        return h if self.attn is None else _run(self.attn, checkpointing, h, text)
 
 
 class UpBlock(nn.Module):
@@ -70,18 +70,18 @@ class UpBlock(nn.Module):
         self.resample = Upsample(channels, out_channels, factor)
         self.skip_scale = SKIP_SCALE if cfg.scale_skip else 1.0
 
-    def forward(self, h: torch.Tensor, skip: torch.Tensor, cond: torch.Tensor, context: torch.Tensor | None,
-                mask: torch.Tensor | None, checkpointing: bool = False) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, skip: torch.Tensor, cond: torch.Tensor, text: TextCondition | None,
+                checkpointing: bool = False) -> torch.Tensor:
         if len(self.res_blocks) > 0:
             h = torch.cat([h, skip * self.skip_scale], dim=1)
         for res in self.res_blocks:
             h = _run(res, checkpointing, h, cond)
         if self.attn is not None:
-            h = _run(self.attn, checkpointing, h, context, mask)
+            h = _run(self.attn, checkpointing, h, text)
         return self.resample(h)
 
 
-def _run(module: nn.Module, checkpointing: bool, *args: torch.Tensor | None) -> torch.Tensor:
+def _run(module: nn.Module, checkpointing: bool, *args) -> torch.Tensor:
     """Call `module`, through activation checkpointing (recomputed in backward) when asked."""
     return checkpoint(module, *args, use_reentrant=False) if checkpointing else module(*args)
 
@@ -146,26 +146,48 @@ class EfficientUNet(nn.Module):
             self.ups.append(UpBlock(widths[i + 1], widths[i], cfg.num_res_blocks[i], stride, **kwargs))
         self.out_norm = nn.GroupNorm(group_count(cfg.channels), cfg.channels)
         self.out_conv = zero_init(nn.Conv2d(cfg.channels, IMAGE_CHANNELS, 3, padding=1))
+        # the cross-attention layers that read the text, each with its slot in TextCondition.keys_values
+        self.text_readers = [m.cross_attn for m in self.modules() if isinstance(m, AttentionBlock)
+                             and m.cross_attn is not None]
+        for slot, reader in enumerate(self.text_readers):
+            reader.slot = slot
+
+    def encode_text(self, text_embeds: torch.Tensor | None, text_mask: torch.Tensor | None = None,
+                    drop_text: torch.Tensor | None = None, batch: int | None = None, *,
+                    keys_values: bool = False) -> TextCondition | None:
+        """What the U-Net reads of the text (arguments as for `forward`; `batch` when `text_embeds` is None), or
+        None for a U-Net that reads no text. With `keys_values`, also every text-reading cross-attention layer's
+        keys and values: a sampling run encodes its text once and passes it to every step (`forward(text=...)`).
+        Training leaves the projection to each layer (inside its sharding unit)."""
+        if self.text is None:
+            return None
+        batch = text_embeds.shape[0] if text_embeds is not None else batch
+        text = self.text(text_embeds, text_mask, drop_text, batch)
+        if keys_values:
+            text = text._replace(keys_values=tuple(reader.keys_values(text.context) for reader in self.text_readers))
+        return text
 
     def forward(self, x: torch.Tensor, time: torch.Tensor, text_embeds: torch.Tensor | None = None,
                 text_mask: torch.Tensor | None = None, drop_text: torch.Tensor | None = None,
-                lowres: torch.Tensor | None = None, lowres_level: torch.Tensor | None = None) -> torch.Tensor:
+                lowres: torch.Tensor | None = None, lowres_level: torch.Tensor | None = None,
+                text: TextCondition | None = None) -> torch.Tensor:
         """x (B, 3, H, W) float; time (B,) in [0, 1]; text_embeds (B, L, text_dim) or None (unconditional);
         text_mask (B, L) bool, True = real token; drop_text (B,) bool, True = learned null condition;
-        lowres (B, 3, H, W) in [-1, 1] and lowres_level (B,) in [0, 1] (SR stages only) -> (B, 3, H, W)."""
+        lowres (B, 3, H, W) in [-1, 1] and lowres_level (B,) in [0, 1] (SR stages only) -> (B, 3, H, W).
+        `text`: the text already encoded by `encode_text`, instead of text_embeds / text_mask / drop_text."""
         self._check_inputs(x, time, lowres, lowres_level)
+        if text is not None and text_embeds is not None:
+            raise ValueError("pass the text either as text_embeds or already encoded as text, not both")
         x = x.to(self.in_conv.weight.dtype)  # the weights' precision (float32, or bfloat16 / float16 to sample)
         batch = x.shape[0]
         emb = self.time_embed(time)
         if self.lowres_cond:
             emb = emb + self.lowres_embed(lowres_level)
             x = torch.cat([x, lowres.to(x.dtype)], dim=1)
-        context = mask = None
-        if self.text is not None:
-            text = self.text(text_embeds, text_mask, drop_text, batch)
-            context, mask = text.context, text.mask
-            if self.config.pooled_text:
-                emb = emb + text.pooled.to(emb.dtype)
+        if text is None:
+            text = self.encode_text(text_embeds, text_mask, drop_text, batch)
+        if text is not None and self.config.pooled_text:
+            emb = emb + text.pooled.to(emb.dtype)
         cond = F.silu(emb)  # (B, cond_dim), shared by every ResBlock's FiLM layer
 
         checkpointing = self.config.gradient_checkpointing and self.training and torch.is_grad_enabled()
@@ -174,10 +196,10 @@ class EfficientUNet(nn.Module):
         h = stem = self.in_conv(x)
         skips = []
         for block in self.downs:
-            h = block(h, cond, context, mask, checkpointing)
+            h = block(h, cond, text, checkpointing)
             skips.append(h)
         for block, skip in zip(reversed(self.ups), reversed(skips), strict=True):
-            h = block(h, skip, cond, context, mask, checkpointing)
+            h = block(h, skip, cond, text, checkpointing)
         h = (h + stem) * self.skip_scale  # full-resolution skip around the whole U
         return self.out_conv(F.silu(self.out_norm(h)))
 

@@ -25,6 +25,27 @@ def test_generate_runs_every_stage_in_order_with_its_resolution(tiny_pipe):
     assert not torch.equal(out["sr2"][0], out["sr2"][1])
 
 
+def test_each_stage_encodes_its_text_once_per_run(tiny_pipe):
+    """The text conditioning and every cross-attention layer's keys and values are computed before a stage's
+    first step and reused by every step (Denoiser.bind)."""
+    calls = {name: {"net": 0, "text": 0, "kv": 0} for name in tiny_pipe.stages}
+    hooks = []
+    for name, stage in tiny_pipe.stages.items():
+        count = calls[name]
+        hooks += [stage.net.register_forward_hook(lambda *_, c=count: c.__setitem__("net", c["net"] + 1)),
+                  stage.net.text.register_forward_hook(lambda *_, c=count: c.__setitem__("text", c["text"] + 1))]
+        hooks += [reader.kv.register_forward_hook(lambda *_, c=count: c.__setitem__("kv", c["kv"] + 1))
+                  for reader in stage.net.text_readers]
+    try:
+        tiny_pipe.generate([PROMPTS[0]], num_inference_steps=[4, 2, 2], seed=0, progress=False)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    for name, stage in tiny_pipe.stages.items():
+        assert calls[name]["net"] == (4 if name == "base" else 2)
+        assert calls[name]["text"] == 1 and calls[name]["kv"] == len(stage.net.text_readers) > 0
+
+
 def test_an_image_does_not_depend_on_its_batch_or_chunking(tiny_pipe):
     batch = tiny_pipe.generate(PROMPTS, seed=7, progress=False)
     chunked = tiny_pipe.generate(PROMPTS, seed=7, max_batch_size=2, progress=False)

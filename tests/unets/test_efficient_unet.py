@@ -144,6 +144,25 @@ def test_text_mask_defaults_to_all_real_tokens(net):
         torch.testing.assert_close(net(**{**inputs, "text_mask": None}), net(**inputs))
 
 
+@pytest.mark.parametrize("config, lowres_cond", [(tiny_config(cross_attn=(True, True)), False),
+                                                  (_sr_no_self_attn(), True)])
+def test_text_encoded_once_gives_the_same_output_at_every_step(config, lowres_cond):
+    net = make_net(config, lowres_cond=lowres_cond).eval()
+    inputs = make_inputs(size=32, lowres_cond=lowres_cond)
+    drop = torch.tensor([False, True])
+    assert [reader.slot for reader in net.text_readers] == list(range(len(net.text_readers))) != []
+    with torch.no_grad():
+        text = net.encode_text(inputs["text_embeds"], inputs["text_mask"], drop, keys_values=True)
+        assert len(text.keys_values) == len(net.text_readers)
+        kept = {k: v for k, v in inputs.items() if k not in ("text_embeds", "text_mask")}
+        for time in (0.9, 0.3):  # two steps of a sampling run, one encoding
+            step = {**kept, "time": torch.full((2,), time)}
+            torch.testing.assert_close(net(**step, text=text), net(**inputs | step, drop_text=drop),
+                                       rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="either as text_embeds or already encoded as text"):
+        net(**inputs, text=text)
+
+
 def test_null_condition_is_learned_and_differs_from_text(net):
     inputs = make_inputs(2)
     with torch.no_grad():

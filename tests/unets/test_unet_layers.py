@@ -14,6 +14,7 @@ from unets.attention import (
     CrossAttention,
     PositionEmbedding,
     SelfAttention,
+    TextCondition,
     num_heads,
 )
 from unets.conditioning import NUM_NULL_TOKENS, ScalarEmbedding, TextConditioner, sinusoidal_embedding
@@ -121,7 +122,7 @@ def test_attention_block_is_identity_at_init(self_attn, cross_attn):
     torch.manual_seed(0)
     block = AttentionBlock(8, context_dim=6, head_dim=4, self_attn=self_attn, cross_attn=cross_attn)
     x = torch.randn(2, 8, 3, 4)
-    out = block(x, torch.randn(2, 3, 6), torch.ones(2, 3, dtype=torch.bool))
+    out = block(x, TextCondition(torch.randn(2, 3, 6), torch.ones(2, 3, dtype=torch.bool), None))
     torch.testing.assert_close(out, x)
     assert (block.self_attn is not None) == self_attn and (block.cross_attn is not None) == cross_attn
 
@@ -176,7 +177,7 @@ def test_attention_block_with_positions_is_not_translation_equivariant():
         torch.nn.init.normal_(p, std=0.5, generator=g)
     x = torch.randn(1, 8, 4, 4, generator=g)
     shifted = torch.roll(x, 1, dims=-1)
-    assert not torch.allclose(block(torch.roll(x, 1, dims=-1), None, None), torch.roll(block(x, None, None), 1, -1),
+    assert not torch.allclose(block(torch.roll(x, 1, dims=-1), None), torch.roll(block(x, None), 1, -1),
                               atol=1e-4)
     block.position = None  # without positions, self-attention + per-token layers commute with the shift
-    torch.testing.assert_close(block(shifted, None, None), torch.roll(block(x, None, None), 1, dims=-1))
+    torch.testing.assert_close(block(shifted, None), torch.roll(block(x, None), 1, dims=-1))
