@@ -50,18 +50,23 @@ def test_sr_stages_keep_the_low_res_colour_at_high_noise():
         assert max(errors.values()) <= 3.0, (name, errors)  # 0-255 levels, mean over the palette
 
 
-def test_upscaling_a_true_render_beats_bicubic():
-    """The 64 -> 256 stage given a clean 64 px render (the kind of input it was trained on) reproduces the
-    256 px render better than bicubic upsampling, with the colours kept."""
+def test_upscaling_true_renders_beats_bicubic():
+    """The 64 -> 256 stage given clean 64 px renders (the kind of input it was trained on) reproduces the 256 px
+    renders better than bicubic upsampling, sharper at the edges, with the colours kept: issue 15's targets, on the
+    mean over the 8 held-out scenes of bench/sr_fidelity.py."""
+    import numpy as np
+
     from imagen.eval.fidelity import compare_to_truth
     from imagen.eval.sharpness import bicubic_upsample
     from imagen.shapes import held_out_scenes, render
 
     pipe = Imagen.from_pretrained("shapes")
-    scene = held_out_scenes(1)[0]
-    low, truth = render(scene, 64), render(scene, 256)
-    out = pipe.upscale(scene.caption, low, stop_at_stage="sr1", output_type="pt", progress=False).images[0] * 2 - 1
-    ours = compare_to_truth(out, truth, low)
-    bicubic = compare_to_truth(bicubic_upsample(low, (256, 256)), truth, low)
-    assert ours["psnr"] > bicubic["psnr"] and ours["psnr_edges"] > bicubic["psnr_edges"]
-    assert ours["color_error"] <= 3.0 and ours["grain"] <= 2.0
+    rows = []
+    for scene in held_out_scenes(8):
+        low, truth = render(scene, 64), render(scene, 256)
+        out = pipe.upscale(scene.caption, low, stop_at_stage="sr1", output_type="pt", progress=False).images[0] * 2 - 1
+        bicubic = bicubic_upsample(low, (256, 256))
+        rows.append((compare_to_truth(out, truth, low), compare_to_truth(bicubic, truth, low)))
+    mean = {key: float(np.mean([ours[key] - bicubic[key] for ours, bicubic in rows])) for key in ("psnr", "psnr_edges")}
+    assert mean["psnr"] >= 1.0 and mean["psnr_edges"] >= 3.0, mean
+    assert max(ours["color_error"] for ours, _ in rows) <= 3.0 and max(ours["grain"] for ours, _ in rows) <= 2.0
