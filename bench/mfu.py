@@ -13,9 +13,10 @@ runs a doubled batch of 2 at full resolution, the 1024 px stage included) and th
   practical peak);
 - where a step's time goes: self time per operator type (torch.profiler; CPU time, or GPU kernel time on a GPU),
   the top ones as shares;
-- with --levers, each lever alone on the sampling forward and the training step: channels_last memory format,
-  no_grad instead of inference_mode, and torch.compile as the commands compile (sampling: weights frozen in, or
-  CUDA graphs on a GPU; the cold compile cost, then the warm speed-up);
+- with --levers, each lever alone on the sampling forward and the training step: the text encoded once per
+  sampling run against in every forward, channels_last memory format, no_grad instead of inference_mode, and
+  torch.compile as the commands compile (sampling: weights frozen in, or CUDA graphs on a GPU; the cold compile
+  cost, then the warm speed-up);
 - with --sweep, MFU against batch size: the training and sampling batches times 1, 2, 4 and 8;
 - glibc's own allocation with --glibc-malloc (by default the bench keeps freed memory for reuse, as the commands
   do: imagen.io.keep_freed_memory).
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -113,14 +115,14 @@ class Workload:
         self.optimizer.zero_grad(set_to_none=True)
         synchronize(self.device)
 
-    def sample_forward(self, net=None, mode=torch.inference_mode) -> None:
+    def sample_forward(self, net=None, mode=torch.inference_mode, encoded: bool = True) -> None:
         """One step's forward as a sampling run makes it: the text encoded once beforehand (`encode_text`, its
-        keys and values included), not in the timed forward."""
+        keys and values included), not in the timed forward; `encoded=False`: encoded in every forward."""
         if self.net.training:
             self.net.eval()
         (x, t), kwargs = self.sample_inputs
         with mode(), self._autocast():
-            (self.net if net is None else net)(x, t, **self._encoded(kwargs))
+            (self.net if net is None else net)(x, t, **(self._encoded(kwargs) if encoded else kwargs))
         synchronize(self.device)
 
     def _encoded(self, kwargs: dict) -> dict:
@@ -217,6 +219,12 @@ def levers(load: Workload, repeats: int) -> dict:
     base_sample, _ = median_time(load.sample_forward, repeats, warmup=1)
     base_train, _ = median_time(load.train_step, repeats, warmup=1)
     out = {}
+    # the text encoded in every forward instead of once per run, interleaved in rounds (the machine drifts)
+    rounds = [(median_time(lambda: load.sample_forward(encoded=False), repeats, warmup=1)[0],
+               median_time(load.sample_forward, repeats, warmup=1)[0]) for _ in range(3)]
+    out["sample_text_encoded_once_speedup"] = round(statistics.median(a / b for a, b in rounds), 3)
+    out["sample_text_encoded_once_gflop_saved"] = _sig(
+        (count_flops(lambda: load.sample_forward(encoded=False)) - count_flops(load.sample_forward)) / 1e9)
     no_grad, _ = median_time(lambda: load.sample_forward(mode=torch.no_grad), repeats, warmup=1)
     out["sample_no_grad_vs_inference_mode"] = round(base_sample / no_grad, 3)
     kernels = [p for p in load.net.parameters() if p.dim() == 4]

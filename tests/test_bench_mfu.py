@@ -17,6 +17,7 @@ def test_a_workload_is_measured_against_the_matmul_rate():
     load = Workload("tiny", net, 16, True, train_batch=2, train_size=16, sample_batch=2, sample_size=16)
     forward = count_flops(load.sample_forward)
     assert forward > 0 and count_flops(load.forward_backward) > 2 * forward  # backward ~ twice the forward
+    assert count_flops(lambda: load.sample_forward(encoded=False)) > forward  # the text, encoded once beforehand
     row = measure(load, rate=100.0, repeats=1)
     for kind in ("train", "sample"):
         assert row[f"{kind}_gflop"] > 0 and row[f"{kind}_s"] > 0
