@@ -91,8 +91,7 @@ class Workload:
         self.train_inputs = _on(unet_inputs(train_batch, train_size, text_dim, TEXT_LEN, lowres), device)
         self.sample_inputs = _on(unet_inputs(sample_batch, sample_size, text_dim, TEXT_LEN, lowres), device)
         self.optimizer = torch.optim.AdamW(net.parameters(), lr=1e-5)
-        self._sample_kwargs = None
-        self._encoded(self.sample_inputs[1])  # once, before anything is counted or timed
+        self.encoded_sample_kwargs = self._encode_text(self.sample_inputs[1])  # once, before any count or timing
         self.shapes = {"train_batch": train_batch, "train_size": train_size, "sample_batch": sample_batch,
                        "sample_size": sample_size}
 
@@ -122,16 +121,15 @@ class Workload:
             self.net.eval()
         (x, t), kwargs = self.sample_inputs
         with mode(), self._autocast():
-            (self.net if net is None else net)(x, t, **(self._encoded(kwargs) if encoded else kwargs))
+            (self.net if net is None else net)(x, t, **(self.encoded_sample_kwargs if encoded else kwargs))
         synchronize(self.device)
 
-    def _encoded(self, kwargs: dict) -> dict:
-        if self._sample_kwargs is None:
-            text = {k: v for k, v in kwargs.items() if k.startswith("text_") or k == "drop_text"}
-            rest = {k: v for k, v in kwargs.items() if k not in text}
-            with torch.inference_mode(), self._autocast():
-                self._sample_kwargs = {**rest, "text": self.net.encode_text(**text, keys_values=True)}
-        return self._sample_kwargs
+    def _encode_text(self, kwargs: dict) -> dict:
+        """`kwargs` with the text replaced by the U-Net's encoding of it (`text=`), as a sampling run passes it."""
+        text = {k: v for k, v in kwargs.items() if k.startswith("text_") or k == "drop_text"}
+        rest = {k: v for k, v in kwargs.items() if k not in text}
+        with torch.inference_mode(), self._autocast():
+            return {**rest, "text": self.net.encode_text(**text, keys_values=True)}
 
 
 def shipped_workloads(device: torch.device) -> list[Workload]:

@@ -53,11 +53,15 @@ class Condition:
         batch = self.text_embeds.shape[0]
         return replace(self, drop_text=torch.zeros(batch, dtype=torch.bool, device=self.text_embeds.device))
 
+    @property
+    def batch(self) -> int:
+        """The number of images conditioned (from the text, else the low-res images)."""
+        return (self.text_embeds if self.text_embeds is not None else self.lowres).shape[0]
+
     def unconditional(self) -> Condition:
         """The same condition with the text replaced by the learned null condition."""
-        batch = self.text_embeds.shape[0] if self.text_embeds is not None else self.lowres.shape[0]
         device = (self.text_embeds if self.text_embeds is not None else self.lowres).device
-        return replace(self, drop_text=torch.ones(batch, dtype=torch.bool, device=device))
+        return replace(self, drop_text=torch.ones(self.batch, dtype=torch.bool, device=device))
 
 
 def _pad_text(a: Condition, b: Condition) -> tuple[Condition, Condition]:
@@ -103,8 +107,7 @@ class Denoiser:
         encode_text = getattr(self.net, "encode_text", None)
         if encode_text is not None:
             embeds, mask, drop = kwargs.pop("text_embeds"), kwargs.pop("text_mask"), kwargs.pop("drop_text")
-            batch = embeds.shape[0] if embeds is not None else condition.lowres.shape[0]
-            kwargs["text"] = encode_text(embeds, mask, drop, batch, keys_values=True)
+            kwargs["text"] = encode_text(embeds, mask, drop, condition.batch, keys_values=True)
 
         def predict(x_t: torch.Tensor, t: torch.Tensor) -> Prediction:
             alpha, sigma = self.schedule.alpha_sigma(t)
