@@ -172,6 +172,7 @@ class TrainConfig:
     ema_update_after_step: int = 0
     caption_drop_prob: float = 0.1  # captions dropped to the null condition (classifier-free guidance)
     crop_size: int = 0  # SR stages: train on random crops of this size (0 = full resolution)
+    crop_candidates: int = 1  # > 1: each crop the most detailed of this many random ones (edges over flat colour)
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     compile: bool = False  # torch.compile the U-Net (pays on long runs only: bench/mfu.py --levers)
     # "fsdp": under a launch of several processes, shard weights, gradients, optimiser state and EMA over them
@@ -198,6 +199,7 @@ class TrainConfig:
         _check(0.0 <= self.caption_drop_prob <= 1.0, "caption_drop_prob must be in [0, 1]")
         _check(0.0 <= self.ema_decay < 1.0, "ema_decay must be in [0, 1)")
         _check(self.lora_rank >= 0 and self.lora_alpha >= 0, "lora_rank and lora_alpha must be >= 0")
+        _check(self.crop_candidates >= 1, f"crop_candidates must be >= 1, got {self.crop_candidates}")
         _check(self.crop_size >= 0 and self.max_minutes >= 0 and self.sample_every >= 0,
                "crop_size, max_minutes and sample_every must be >= 0")
         # Adafactor's factored statistics (transformers' and torch's) raise on FSDP's DTensor parameters

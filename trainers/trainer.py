@@ -115,6 +115,7 @@ class StageTrainer:
         self.size = size
         self.dataset = build_dataset(run.data, self.config.resolution, crop_size=self.train.crop_size,
                                      lowres_resolution=self.config.lowres_resolution,
+                                     crop_candidates=self.train.crop_candidates,
                                      rank=accelerator.process_index, world_size=world)
         self.text = TextFeatures(text_encoder, self.dataset, cache_dir if run.data.cache_text else None,
                                  accelerator)

@@ -12,7 +12,7 @@ from .stream import WebDatasetStream
 
 
 def build_dataset(config: DataConfig, resolution: int, *, crop_size: int = 0, lowres_resolution: int = 0,
-                  rank: int = 0, world_size: int = 1) -> MapDataset | WebDatasetStream:
+                  crop_candidates: int = 1, rank: int = 0, world_size: int = 1) -> MapDataset | WebDatasetStream:
     """The data set of `config.source` for a stage at `resolution`.
 
     Items: `{"image": (3, R, R), "caption": str, "key": str}` with R = crop_size or resolution, values in
@@ -24,14 +24,15 @@ def build_dataset(config: DataConfig, resolution: int, *, crop_size: int = 0, lo
     an unknown or missing source and for inconsistent sizes.
     """
     if config.prior_share > 0:
-        sizes = {"crop_size": crop_size, "lowres_resolution": lowres_resolution, "rank": rank, "world_size": world_size}
+        sizes = {"crop_size": crop_size, "lowres_resolution": lowres_resolution, "crop_candidates": crop_candidates,
+                 "rank": rank, "world_size": world_size}
         data = build_dataset(replace(config, prior_source="", prior_share=0.0), resolution, **sizes)
         prior = build_dataset(replace(config, source=config.prior_source, prior_source="", prior_share=0.0),
                               resolution, **sizes)
         if not isinstance(data, MapDataset) or not isinstance(prior, MapDataset):
             raise ValueError("prior preservation mixes indexed data sets: not webdataset shards")
         return MixedDataset(data, prior, config.prior_share)
-    target = Target(resolution, crop_size, lowres_resolution, config.resize)
+    target = Target(resolution, crop_size, lowres_resolution, config.resize, crop_candidates)
     if not 0 <= rank < world_size:
         raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
     source = resolve_source(config.source)

@@ -13,6 +13,7 @@ from imagen.images import to_tensor
 from imagen.resize import downsample
 from imagen.shapes import render, training_scene
 from trainers.data import build_dataset, make_loader
+from trainers.data.datasets import detail
 
 
 def _take(loader, count):
@@ -83,6 +84,31 @@ def test_sr_crops_match_the_lowres_crop(source, image_folder):
             offsets.add(tuple(match[0].tolist()))
             assert torch.equal(dataset[(index, seed, 0)]["image"], item["image"])  # same key, same crop
     assert len(offsets) > 1
+
+
+@pytest.mark.parametrize("source", ["shapes", "folder"])
+def test_crop_candidates_choose_the_most_detailed_crop(source, image_folder):
+    spec = "shapes" if source == "shapes" else str(image_folder(4, size=(80, 72)))
+    config = DataConfig(source=spec, resize="random_crop")
+    sizes = {"crop_size": 32, "lowres_resolution": 32}
+    uniform = build_dataset(config, 128, **sizes)
+    chosen = build_dataset(config, 128, crop_candidates=8, **sizes)
+    edged = {"uniform": 0, "chosen": 0}
+    for index in range(24):
+        key = (index % 4 if source == "folder" else index, index, 0)
+        item, whole = chosen[key], build_dataset(config, 128, lowres_resolution=32)[key]
+        assert torch.equal(chosen[key]["image"], item["image"])  # still a pure function of the key
+        # the low-res crop is the window of the whole low-res image that covers the crop
+        windows = whole["lowres"].unfold(1, 8, 1).unfold(2, 8, 1)
+        error = (windows - item["lowres"][:, None, None]).abs().flatten(3).amax(-1).amax(0)
+        assert error.min() < 1e-6
+        # never less detailed than the uniform draw (the first candidate) of the same key
+        assert detail(item["lowres"]) >= detail(uniform[key]["lowres"]) - 1e-6
+        edged["uniform"] += detail(uniform[key]["lowres"]) > 1e-3
+        edged["chosen"] += detail(item["lowres"]) > 1e-3
+    assert edged["chosen"] > edged["uniform"] or edged["chosen"] == 24
+    with pytest.raises(ValueError, match="crop_candidates"):
+        build_dataset(config, 128, crop_candidates=0, **sizes)
 
 
 def test_lowres_without_crop_and_crop_without_lowres():
