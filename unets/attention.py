@@ -163,7 +163,9 @@ class AttentionBlock(nn.Module):
         cross-attention -> (B, C, H, W)."""
         b, c, h, w = x.shape
         channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-        tokens = x.flatten(2).transpose(1, 2)  # (B, H*W, C); a view when x is channels_last
+        # (B, H*W, C), made contiguous once (a view when x is channels_last): normalisations, projections and
+        # residual sums then run on contiguous tokens instead of each copying a transposed view
+        tokens = x.flatten(2).transpose(1, 2).contiguous()
         pos = self.position(h, w, tokens) if self.position is not None else 0.0  # added to the attention inputs
         if self.self_attn is not None:
             tokens = tokens + self.self_attn(self.self_norm(tokens) + pos)
