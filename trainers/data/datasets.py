@@ -93,9 +93,13 @@ class Target:
                       for _ in range(self.crop_candidates)]
         if len(candidates) == 1:
             return candidates[0]
-        side = self.crop_size // factor
-        return max(candidates, key=lambda offset: detail(whole[:, offset[0] // factor:offset[0] // factor + side,
-                                                                 offset[1] // factor:offset[1] // factor + side]))
+        return max(candidates, key=lambda offset: detail(self.window(whole, *offset)))
+
+    def window(self, whole: torch.Tensor, top: int, left: int) -> torch.Tensor:
+        """The part of `whole` (the whole image at the low resolution, or at the full one for a base stage) that
+        the crop at full-resolution offset (top, left) covers."""
+        factor, side = self.factor, self.size // self.factor
+        return whole[:, top // factor:top // factor + side, left // factor:left // factor + side]
 
     def finish(self, image: torch.Tensor, rng: random.Random) -> dict:
         """From a full-resolution image (3, R, R): the low-res image (the whole image, antialiased down to
@@ -103,12 +107,10 @@ class Target:
         lowres = downsample(image, self.lowres_resolution) if self.lowres_resolution else None
         crop = self.crop_size
         if crop and crop < self.resolution:
-            factor = self.factor
             top, left = self.crop_offsets(rng, image if lowres is None else lowres)
             image = image[:, top:top + crop, left:left + crop]
             if lowres is not None:
-                side = crop // factor
-                lowres = lowres[:, top // factor:top // factor + side, left // factor:left // factor + side]
+                lowres = self.window(lowres, top, left)
         item = {"image": image.contiguous()}
         if lowres is not None:
             item["lowres"] = lowres.contiguous()
@@ -214,7 +216,7 @@ class ShapesDataset(MapDataset):
         if target.crop_candidates > 1:  # choosing among crops needs the whole low-res image
             whole = to_tensor(render(scene, target.lowres_resolution))
             top, left = target.crop_offsets(rng, whole)
-            lowres = whole[:, top // factor:(top + size) // factor, left // factor:(left + size) // factor]
+            lowres = target.window(whole, top, left)
         else:
             top, left = target.crop_offsets(rng)
             lowres = to_tensor(render(scene, target.lowres_resolution,

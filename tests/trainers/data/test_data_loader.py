@@ -93,10 +93,11 @@ def test_crop_candidates_choose_the_most_detailed_crop(source, image_folder):
     sizes = {"crop_size": 32, "lowres_resolution": 32}
     uniform = build_dataset(config, 128, **sizes)
     chosen = build_dataset(config, 128, crop_candidates=8, **sizes)
+    full = build_dataset(config, 128, lowres_resolution=32)
     edged = {"uniform": 0, "chosen": 0}
     for index in range(24):
         key = (index % 4 if source == "folder" else index, index, 0)
-        item, whole = chosen[key], build_dataset(config, 128, lowres_resolution=32)[key]
+        item, whole = chosen[key], full[key]
         assert torch.equal(chosen[key]["image"], item["image"])  # still a pure function of the key
         # the low-res crop is the window of the whole low-res image that covers the crop
         windows = whole["lowres"].unfold(1, 8, 1).unfold(2, 8, 1)
