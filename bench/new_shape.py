@@ -6,9 +6,11 @@ with and without prior preservation, and judge what it learnt and what it kept.
 1. Tuning data: 40 renders of the star (`imagen.shapes.NEW_SHAPES`) at 64 px, in TUNE_COLORS at TUNE_POSITIONS,
    both sizes, random backgrounds, as PNG + .txt captions (`RUNS/data`).
 2. Each variant tunes the base stage from `shapes` (`imagen-train --init-from shapes --stage base --data ...`)
-   for `--minutes`: `full` (every weight), `lora` (rank `--rank` adapters on the attention projections and
-   the 3x3 convolutions) or `lora-text` (on cross-attention's text keys and values only), prior preservation
-   on (the default for a small data set: 25% of the examples from the shapes stream) or off (`-noprior`).
+   for `--minutes` (or `--steps`, whichever comes first): `full` (every weight), `lora` (rank `--rank` adapters
+   on the attention projections and the 3x3 convolutions), `lora-text` (on cross-attention's text keys and
+   values only) or `lora-local` (on the two finest levels' residual blocks, their resampling and the output
+   convolution), prior preservation on (the default for a small data set: 25% of the examples from the shapes
+   stream) or off (`-noprior`).
 3. Judged at 64 px (default sampling, the same seed for every model): held-out star prompts, every one in a
    colour and a position absent from the tuning data, by the judge taught the star; and the shipped model's
    own held-out one-object prompts by the default judge, against the shipped model's score on them.
@@ -53,9 +55,11 @@ FULL = ["--set", "base.train.lr=5e-4"]  # half the pretraining rate: every weigh
 LORA = ["--lora", "{rank}", "--lora-conv", "--set", "base.train.lr=2e-3"]  # adapters start at zero: a higher rate
 # adapters on cross-attention's text keys and values only (Custom Diffusion): what "star" means, not where it goes
 LORA_TEXT = ["--lora", "{rank}", "--lora-target", "text", "--set", "base.train.lr=2e-3"]
+# adapters on the two finest levels' residual blocks only: the star's outline, drawn wherever the layout puts it
+LORA_LOCAL = ["--lora", "{rank}", "--lora-target", "local", "--set", "base.train.lr=2e-3"]
 NO_PRIOR = ["--set", "data.prior_share=0"]
-VARIANTS = {"full": FULL, "lora": LORA, "lora-text": LORA_TEXT, "full-noprior": FULL + NO_PRIOR,
-            "lora-noprior": LORA + NO_PRIOR}
+VARIANTS = {"full": FULL, "lora": LORA, "lora-text": LORA_TEXT, "lora-local": LORA_LOCAL,
+            "full-noprior": FULL + NO_PRIOR, "lora-noprior": LORA + NO_PRIOR}
 # shared by every variant: small batches (more updates in the budget: 1,164 steps in 5 min at batch 8 drew
 # stars for the tuning prompts where 382 at batch 32 drew blobs), a constant rate after a short warm-up
 TUNING = ["--set", "base.train.batch_size=8", "--set", "base.train.lr_schedule=constant",
@@ -107,7 +111,7 @@ def judge_model(model: str, lora: str | None, star_prompts: list[str], original_
     from imagen.eval import evaluate
 
     torch.manual_seed(0)
-    pipe = Imagen.from_pretrained(model)
+    pipe = Imagen.from_pretrained(model, device="auto")
     if lora:
         pipe.load_lora(lora)
     result = {}
@@ -197,11 +201,15 @@ def generalisation(run: Path) -> dict:
     return result
 
 
-def _tune(variant: str, runs: Path, minutes: float, rank: int, threads: int) -> dict:
+def _tune(variant: str, runs: Path, minutes: float, steps: int | None, lr: float | None, rank: int,
+          threads: int) -> dict:
     run = runs / variant
     extra = [a.format(rank=rank) for a in VARIANTS[variant]]
+    if lr is not None:
+        extra += ["--set", f"base.train.lr={lr}"]
+    budget = ["--minutes", str(minutes)] + (["--max-steps", str(steps)] if steps else [])
     cmd = [sys.executable, "-m", "trainers.cli", "--init-from", "shapes", "--stage", "base", "--data",
-           str(runs / "data"), "--output", str(run), "--minutes", str(minutes), "--no-progress", *TUNING, *extra]
+           str(runs / "data"), "--output", str(run), *budget, "--no-progress", *TUNING, *extra]
     started = time.perf_counter()
     spawn_json(cmd, f"tuning {variant}", threads, log=run.parent / f"{variant}.log", expect_json=False)
     return {"tune_minutes": round((time.perf_counter() - started) / 60, 2)}
@@ -218,6 +226,9 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "new-shape")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--minutes", type=float, default=12.0, help="tuning budget per variant (target <= 20)")
+    parser.add_argument("--steps", type=int, help="also stop each variant after this many steps (the first budget "
+                                                   "reached ends it)")
+    parser.add_argument("--lr", type=float, help="learning rate for every variant instead of its own")
     parser.add_argument("--rank", type=int, default=16, help="LoRA rank")
     parser.add_argument("--star-prompts", type=int, default=32)
     parser.add_argument("--original-prompts", type=int, default=48)
@@ -260,7 +271,7 @@ def main() -> None:
         if record_path.is_file():
             result["variants"][variant] = json.loads(record_path.read_text())
             continue
-        record = _tune(variant, args.runs, args.minutes, args.rank, args.threads)
+        record = _tune(variant, args.runs, args.minutes, args.steps, args.lr, args.rank, args.threads)
         record["steps"] = _steps(run)
         is_lora = variant.startswith("lora")
         if is_lora:

@@ -19,7 +19,7 @@ ScheduleKind = Literal["cosine", "linear"]
 Prediction = Literal["eps", "v", "x0"]
 LossName = Literal["l2", "l1", "huber"]
 Precision = Literal["float32", "bfloat16", "float16"]
-LoraTarget = Literal["attention", "text"]
+LoraTarget = Literal["attention", "text", "local"]
 
 STAGE_NAMES: tuple[str, ...] = get_args(StageName)
 SAMPLER_NAMES: tuple[str, ...] = get_args(SamplerName)

@@ -29,6 +29,12 @@ TARGETS = {  # what an adapter adapts -> the modules it wraps
     # only the keys and values the text gives cross-attention (Custom Diffusion, Kumari et al. 2023): what the
     # words mean to the U-Net changes, not how it draws
     "text": r".*cross_attn\.kv$",
+    # the two highest-resolution levels' residual blocks (convolutions and their conditioning), their resampling
+    # and the output convolution only: how a shape is drawn changes, not where it goes (convolutions are
+    # translation-equivariant, the layout is decided at the untouched coarser levels; the input convolution,
+    # which reads the coordinate channels, is left alone)
+    "local": r"(out_conv|downs\.0\.resample\.conv|ups\.0\.resample\.conv"
+             r"|(downs|ups)\.[01]\.res_blocks\.\d+\.(conv[12]|cond))$",
 }
 CONVOLUTIONS = r".*res_blocks\.\d+\.conv[12]$"
 

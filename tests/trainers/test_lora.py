@@ -69,18 +69,25 @@ def test_scale_zero_is_the_model_and_merging_changes_nothing(trained):
         two.load_lora(adapters, name="one")
 
 
-def test_text_target_adapts_only_what_cross_attention_reads_from_the_text(trained, tmp_path):
+@pytest.mark.parametrize("target, adapted_layer", [
+    ("text", r".*\.cross_attn\.kv$"),  # only what cross-attention reads from the text
+    # the two finest levels' residual blocks and resampling, the output convolution
+    ("local", r"out_conv|(downs|ups)\.0\.resample\.conv|(downs|ups)\.[01]\.res_blocks\.\d+\.(conv1|conv2|cond)"),
+])
+def test_a_target_adapts_only_its_layers(trained, tmp_path, target, adapted_layer):
+    import re
+
     from safetensors.torch import load_file
 
     from imagen import Imagen
 
     model, _ = trained
-    out = tmp_path / "text-adapters"
-    assert main(["--init-from", str(model), "--lora", "4", "--lora-target", "text", "--output", str(out),
+    out = tmp_path / f"{target}-adapters"
+    assert main(["--init-from", str(model), "--lora", "4", "--lora-target", target, "--output", str(out),
                  "--max-steps", "2", "--no-progress", "--set", "base.train.lr=1e-2"]) == 0
-    assert json.loads((out / "lora.json").read_text())["target"] == "text"
-    keys = load_file(str(out / "lora.safetensors"))
-    assert keys and all(".cross_attn.kv.lora_" in key for key in keys)
+    assert json.loads((out / "lora.json").read_text())["target"] == target
+    layers = {key.split(".lora_")[0].removeprefix("base.") for key in load_file(str(out / "lora.safetensors"))}
+    assert layers and all(re.fullmatch(adapted_layer, layer) for layer in layers), sorted(layers)
     kwargs = {"seed": 3, "progress": False}
     plain = Imagen.from_pretrained(model).generate(["a red circle"], **kwargs)["base"]
     adapted = Imagen.from_pretrained(model)
