@@ -45,9 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lora-target", choices=LORA_TARGETS,
                         help="with --lora: adapt every attention projection (attention, the default) or only the "
                              "keys and values cross-attention reads from the text (text: Custom Diffusion's "
-                             "choice; only what the words mean changes, the smallest adapter) or the residual "
-                             "blocks' convolutions and conditioning at the two highest-resolution levels (local: "
-                             "how things are drawn, not where)")
+                             "choice; only what the words mean changes, the smallest adapter) or the two "
+                             "highest-resolution levels' residual blocks and resampling and the output "
+                             "convolution (local: how things are drawn, not where)")
     parser.add_argument("--max-steps", type=int, help="train each selected stage for this many steps")
     parser.add_argument("--minutes", type=float, help="wall-clock budget per selected stage, in minutes")
     parser.add_argument("--resume", action="store_true",
