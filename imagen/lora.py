@@ -1,8 +1,9 @@
 """LoRA adapters for the U-Nets (Hu et al. 2021), built on peft: low-rank updates W + (alpha / r) B A of the
 attention projections of every U-Net block (self-attention qkv and out, cross-attention q, kv and out) and,
-optionally, of the residual blocks' 3x3 convolutions. Trained with `imagen-train --init-from MODEL --lora RANK`,
-saved as their own small file beside a reference to the model they adapt, and loaded onto that model at
-sampling, several at once with a scale each, unmerged or merged into the weights.
+optionally, of the residual blocks' 3x3 convolutions; or, by target, of cross-attention's text keys and values
+only, or of the finest levels' drawing layers only (`TARGETS`). Trained with `imagen-train --init-from MODEL
+--lora RANK`, saved as their own small file beside a reference to the model they adapt, and loaded onto that
+model at sampling, several at once with a scale each, unmerged or merged into the weights.
 
     ADAPTER_DIR/
       lora.json            {"format": "imagen-lora", "base_model": ..., "rank", "alpha", "conv", "stages",
@@ -33,8 +34,7 @@ TARGETS = {  # what an adapter adapts -> the modules it wraps
     # and the output convolution only: how a shape is drawn changes, not where it goes (convolutions are
     # translation-equivariant, the layout is decided at the untouched coarser levels; the input convolution,
     # which reads the coordinate channels, is left alone)
-    "local": r"(out_conv|downs\.0\.resample\.conv|ups\.0\.resample\.conv"
-             r"|(downs|ups)\.[01]\.res_blocks\.\d+\.(conv[12]|cond))$",
+    "local": r"(.*\.)?(out_conv|(downs|ups)\.0\.resample\.conv|(downs|ups)\.[01]\.res_blocks\.\d+\.(conv[12]|cond))$",
 }
 CONVOLUTIONS = r".*res_blocks\.\d+\.conv[12]$"
 
