@@ -55,7 +55,8 @@ FULL = ["--set", "base.train.lr=5e-4"]  # half the pretraining rate: every weigh
 LORA = ["--lora", "{rank}", "--lora-conv", "--set", "base.train.lr=2e-3"]  # adapters start at zero: a higher rate
 # adapters on cross-attention's text keys and values only (Custom Diffusion): what "star" means, not where it goes
 LORA_TEXT = ["--lora", "{rank}", "--lora-target", "text", "--set", "base.train.lr=2e-3"]
-# adapters on the two finest levels' residual blocks only: the star's outline, drawn wherever the layout puts it
+# adapters on the two finest levels' residual blocks and resampling and the output convolution only: the star's
+# outline, drawn wherever the untouched coarser levels put the object
 LORA_LOCAL = ["--lora", "{rank}", "--lora-target", "local", "--set", "base.train.lr=2e-3"]
 NO_PRIOR = ["--set", "data.prior_share=0"]
 VARIANTS = {"full": FULL, "lora": LORA, "lora-text": LORA_TEXT, "lora-local": LORA_LOCAL,
