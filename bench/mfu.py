@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """How close the U-Nets run to this machine's limit: model FLOP utilisation (MFU) of training steps and
-sampling forwards, against the matmul rate measured in the same run (fp32 on a CPU; on a GPU, `--device cuda`,
-the steps run under bf16 autocast and the bar is the GPU's bf16 matmul rate).
+sampling forwards, against the matmul rate measured beside them (fp32 on a CPU; on a GPU, `--device cuda`, the
+steps run under bf16 autocast and the bar is the GPU's bf16 matmul rate).
 
 For the shipped cascade's stages (their presets' training batch and crop; sampling: one image, so a guided stage
 runs a doubled batch of 2 at full resolution, the 1024 px stage included) and the bench U-Nets of
@@ -10,7 +10,8 @@ runs a doubled batch of 2 at full resolution, the 1024 px stage included) and th
 - FLOPs of one training step (forward + backward; torch.utils.flop_counter.FlopCounterMode) and of one sampling
   forward; the median time of a training step (forward, backward, AdamW step) and of a sampling forward
   (inference mode); MFU = FLOPs / time / matmul rate (2048^2 fp32 on a CPU, 8192^2 bf16 on a GPU: the device's
-  practical peak);
+  practical peak), in rounds that each take the bar again beside their timings, the median round's MFU reported
+  with the rounds' range (a 2-core machine's speed drifts by a third between runs);
 - where a step's time goes: self time per operator type (torch.profiler; CPU time, or GPU kernel time on a GPU),
   the top ones as shares;
 - with --levers, each lever alone on the sampling forward and the training step: the text encoded once per
@@ -46,6 +47,7 @@ from imagen.io import keep_freed_memory  # noqa: E402
 from trainers.plan import unet_inputs  # noqa: E402
 
 TEXT_LEN = 16
+SAMPLE_REPEATS = 5  # a sampling forward is short: this many times a training step's repeats
 CPU = torch.device("cpu")
 
 
@@ -175,24 +177,32 @@ def breakdown(fn, device: torch.device, top: int = 8) -> dict:
     return {key: round(t / total, 3) for key, t in rows[:top]}
 
 
-def measure(load: Workload, rate: float, repeats: int, by_op: bool = True) -> dict:
+def measure(load: Workload, bar, repeats: int, rounds: int = 3, by_op: bool = True) -> dict:
+    """FLOPs, times and MFU of the workload's training step and sampling forward. The machine's speed drifts
+    (its matmul rate moved by a third between runs), so the bar is taken again in each of `rounds` rounds, right
+    beside that round's timings (`bar()`: GFLOP/s), and MFU is the median of the rounds' ratios."""
     train_flops = count_flops(load.forward_backward)
     load.optimizer.zero_grad(set_to_none=True)
     sample_flops = count_flops(load.sample_forward)
-    train_s, _ = median_time(load.train_step, repeats, warmup=1)
-    sample_s, _ = median_time(load.sample_forward, repeats, warmup=1)
-    row = {**load.shapes, "train_gflop": _sig(train_flops / 1e9), "train_s": _sig(train_s),
-           "train_gflops": _sig(train_flops / train_s / 1e9), "train_mfu": _sig(train_flops / train_s / 1e9 / rate),
-           "sample_gflop": _sig(sample_flops / 1e9), "sample_s": _sig(sample_s),
-           "sample_gflops": _sig(sample_flops / sample_s / 1e9),
-           "sample_mfu": _sig(sample_flops / sample_s / 1e9 / rate)}
+    rates, train_times, sample_times = [], [], []
+    for _ in range(rounds):
+        rates.append(bar())
+        train_times.append(median_time(load.train_step, repeats, warmup=1)[0])
+        sample_times.append(median_time(load.sample_forward, SAMPLE_REPEATS * repeats, warmup=1)[0])
+    row = {**load.shapes, "matmul_gflops": _sig(statistics.median(rates))}
+    for kind, flops, times in (("train", train_flops, train_times), ("sample", sample_flops, sample_times)):
+        mfus = [flops / s / 1e9 / rate for s, rate in zip(times, rates, strict=True)]
+        seconds = statistics.median(times)
+        row |= {f"{kind}_gflop": _sig(flops / 1e9), f"{kind}_s": _sig(seconds),
+                f"{kind}_gflops": _sig(flops / seconds / 1e9), f"{kind}_mfu": _sig(statistics.median(mfus)),
+                f"{kind}_mfu_range": [_sig(min(mfus)), _sig(max(mfus))]}
     if by_op:
         row |= {"train_time_by_op": breakdown(load.train_step, load.device),
                 "sample_time_by_op": breakdown(load.sample_forward, load.device)}
     return row
 
 
-def batch_sweep(load: Workload, rate: float, repeats: int, factors=(1, 2, 4, 8)) -> list[dict]:
+def batch_sweep(load: Workload, bar, repeats: int, factors=(1, 2, 4, 8)) -> list[dict]:
     """MFU of the workload's U-Net with its training and sampling batches multiplied by each factor (sampling
     several images at once, or a larger training batch)."""
     text_dim = load.train_inputs[1]["text_embeds"].shape[-1]
@@ -201,7 +211,7 @@ def batch_sweep(load: Workload, rate: float, repeats: int, factors=(1, 2, 4, 8))
         resized = Workload(load.name, load.net, text_dim, load.lowres, load.shapes["train_batch"] * factor,
                            load.shapes["train_size"], load.shapes["sample_batch"] * factor,
                            load.shapes["sample_size"], load.device)
-        row = measure(resized, rate, repeats, by_op=False)
+        row = measure(resized, bar, repeats, by_op=False)
         rows.append({k: row[k] for k in ("train_batch", "train_mfu", "sample_batch", "sample_mfu", "sample_s")})
     return rows
 
@@ -277,8 +287,12 @@ def main(argv: list[str] | None = None) -> int:
         keep_freed_memory()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    repeats = 2 if args.quick else 5
+    repeats, rounds = (2, 3) if args.quick else (5, 5)
     rate = matmul_gflops(device)
+
+    def bar() -> float:
+        return matmul_gflops(device, repeats=3)
+
     print(f"{'bf16 matmul 8192^2' if device.type == 'cuda' else 'fp32 matmul 2048^2'}: {rate:.1f} GFLOP/s",
           file=sys.stderr, flush=True)
     loads = shipped_workloads(device) + ([] if args.quick else bench_workloads(device))
@@ -286,13 +300,14 @@ def main(argv: list[str] | None = None) -> int:
         loads = [load for load in loads if load.name in args.only.split(",")]
     stages, lever_rows = {}, {}
     for load in loads:
-        stages[load.name] = measure(load, rate, repeats)
+        stages[load.name] = measure(load, bar, repeats, rounds)
         row = stages[load.name]
+        low, high = row["sample_mfu_range"]
         print(f"{load.name:>14}: train {row['train_gflops']:6.1f} GFLOP/s (MFU {row['train_mfu']:.0%}), sample "
-              f"{row['sample_gflops']:6.1f} GFLOP/s (MFU {row['sample_mfu']:.0%}) in {row['sample_s']:.3f} s",
-              file=sys.stderr, flush=True)
+              f"{row['sample_gflops']:6.1f} GFLOP/s (MFU {row['sample_mfu']:.0%}, rounds {low:.0%}-{high:.0%}) in "
+              f"{row['sample_s']:.3f} s; bar {row['matmul_gflops']:.0f} GFLOP/s", file=sys.stderr, flush=True)
         if args.sweep:
-            row["batch_sweep"] = batch_sweep(load, rate, repeats)
+            row["batch_sweep"] = batch_sweep(load, bar, repeats)
             print(f"{'':>14}  batch sweep: {row['batch_sweep']}", file=sys.stderr, flush=True)
         if args.levers:
             lever_rows[load.name] = levers(load, repeats)
