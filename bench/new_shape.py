@@ -203,11 +203,13 @@ def generalisation(run: Path) -> dict:
 
 
 def _tune(variant: str, runs: Path, minutes: float, steps: int | None, lr: float | None, rank: int,
-          threads: int) -> dict:
+          threads: int, overrides: list[str]) -> dict:
     run = runs / variant
     extra = [a.format(rank=rank) for a in VARIANTS[variant]]
     if lr is not None:
         extra += ["--set", f"base.train.lr={lr}"]
+    for override in overrides:
+        extra += ["--set", override]
     budget = ["--minutes", str(minutes)] + (["--max-steps", str(steps)] if steps else [])
     cmd = [sys.executable, "-m", "trainers.cli", "--init-from", "shapes", "--stage", "base", "--data",
            str(runs / "data"), "--output", str(run), *budget, "--no-progress", *TUNING, *extra]
@@ -231,6 +233,9 @@ def main() -> None:
                                                    "reached ends it)")
     parser.add_argument("--lr", type=float, help="learning rate for every variant instead of its own")
     parser.add_argument("--rank", type=int, default=16, help="LoRA rank")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config override for every variant's tuning, after the variant's own (repeatable; "
+                             "e.g. data.prior_share=0.75)")
     parser.add_argument("--star-prompts", type=int, default=32)
     parser.add_argument("--original-prompts", type=int, default=48)
     parser.add_argument("--threads", type=int, default=2)
@@ -272,7 +277,8 @@ def main() -> None:
         if record_path.is_file():
             result["variants"][variant] = json.loads(record_path.read_text())
             continue
-        record = _tune(variant, args.runs, args.minutes, args.steps, args.lr, args.rank, args.threads)
+        record = _tune(variant, args.runs, args.minutes, args.steps, args.lr, args.rank, args.threads,
+                       args.overrides)
         record["steps"] = _steps(run)
         is_lora = variant.startswith("lora")
         if is_lora:
