@@ -2,6 +2,7 @@
 with and without prior preservation, and judge what it learnt and what it kept.
 
     python bench/new_shape.py [--runs runs/new-shape] [--minutes 12] [--variants full,lora,full-noprior,...]
+                              [--set KEY=VALUE ...]
 
 1. Tuning data: 40 renders of the star (`imagen.shapes.NEW_SHAPES`) at 64 px, in TUNE_COLORS at TUNE_POSITIONS,
    both sizes, random backgrounds, as PNG + .txt captions (`RUNS/data`).
