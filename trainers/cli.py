@@ -78,6 +78,10 @@ def _exporting(args: argparse.Namespace) -> bool:
     return args.export or args.export_step is not None or args.export_to is not None
 
 
+def _sets(overrides: list[str], key: str) -> bool:
+    return any(o.startswith(f"{key}=") for o in overrides)
+
+
 def resolve(args: argparse.Namespace, init_config=None):
     """The run's config with all command-line overrides applied, and the stages to train. `init_config`: the
     config of the --init-from model, used when neither --config nor a run to resume gives one."""
@@ -100,6 +104,8 @@ def resolve(args: argparse.Namespace, init_config=None):
     overrides = list(args.overrides)
     if args.data:
         overrides.append(f"data.source={args.data}")
+    if init_config is not None and _sets(overrides, "data.prior_share") and not _sets(overrides, "data.prior_source"):
+        overrides.append(f"data.prior_source={init_config.data.source}")  # the tuned model's own data, as by default
     config = load_config(source, overrides)
     stages = list(config.stages()) if args.stage == "all" else [args.stage]
     if args.stage != "all" and args.stage not in config.stages():

@@ -137,3 +137,8 @@ def test_fine_tuning_on_a_small_folder_turns_prior_preservation_on(trained, tmp_
     assert main(["--init-from", str(model), "--data", str(folder), "--output", str(off), "--max-steps", "1",
                  "--no-progress", "--set", "data.prior_share=0"]) == 0
     assert json.loads((off / "run-config.json").read_text())["data"]["prior_share"] == 0.0
+    capsys.readouterr()
+    assert main(["--init-from", str(model), "--data", str(folder), "--output", str(tmp_path / "half"), "--dry-run",
+                 "--set", "data.prior_share=0.5"]) == 0  # another weight, the same source
+    data = json.loads(capsys.readouterr().out)["data"]
+    assert (data["prior_source"], data["prior_share"]) == ("shapes", 0.5)
