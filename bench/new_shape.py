@@ -203,12 +203,10 @@ def generalisation(run: Path) -> dict:
     return result
 
 
-def _tune(variant: str, runs: Path, minutes: float, steps: int | None, lr: float | None, rank: int,
-          threads: int, overrides: list[str]) -> dict:
+def _tune(variant: str, runs: Path, minutes: float, steps: int | None, rank: int, threads: int,
+          overrides: list[str]) -> dict:
     run = runs / variant
     extra = [a.format(rank=rank) for a in VARIANTS[variant]]
-    if lr is not None:
-        extra += ["--set", f"base.train.lr={lr}"]
     for override in overrides:
         extra += ["--set", override]
     budget = ["--minutes", str(minutes)] + (["--max-steps", str(steps)] if steps else [])
@@ -264,6 +262,7 @@ def main() -> None:
     if args.cost:
         emit({"adapter_cost": adapter_cost(args.runs / "lora", 7), "machine": machine(args.threads)}, args.out)
         return
+    overrides = ([f"base.train.lr={args.lr}"] if args.lr is not None else []) + args.overrides
     unknown = [v for v in args.variants.split(",") if v not in VARIANTS]
     if unknown:
         raise SystemExit(f"error: unknown variant {', '.join(unknown)}; choose among {', '.join(VARIANTS)}")
@@ -278,8 +277,7 @@ def main() -> None:
         if record_path.is_file():
             result["variants"][variant] = json.loads(record_path.read_text())
             continue
-        record = _tune(variant, args.runs, args.minutes, args.steps, args.lr, args.rank, args.threads,
-                       args.overrides)
+        record = _tune(variant, args.runs, args.minutes, args.steps, args.rank, args.threads, overrides)
         record["steps"] = _steps(run)
         is_lora = variant.startswith("lora")
         if is_lora:
