@@ -8,14 +8,15 @@ runs a doubled batch of 2 at full resolution, the 1024 px stage included) and th
 `bench/unet_speed.py` (batch 8):
 
 - FLOPs of one training step (forward + backward; torch.utils.flop_counter.FlopCounterMode) and of one sampling
-  forward; the median time of a training step (forward, backward, AdamW step) and of a sampling forward
-  (inference mode); MFU = FLOPs / time / matmul rate (2048^2 fp32 on a CPU, 8192^2 bf16 on a GPU: the device's
-  practical peak), in rounds that each take the bar again beside their timings, the median round's MFU reported
-  with the rounds' range (a 2-core machine's speed drifts by a third between runs);
+  forward; the median time of a training step (forward, backward, the trainer's fused AdamW step) and of a
+  sampling forward (inference mode); MFU = FLOPs / time / matmul rate (2048^2 fp32 on a CPU, 8192^2 bf16 on a
+  GPU: the device's practical peak), in rounds that each take the bar again beside their timings, the median
+  round's MFU reported with the rounds' range (a 2-core machine's speed drifts by a third between runs);
 - where a step's time goes: self time per operator type (torch.profiler; CPU time, or GPU kernel time on a GPU),
   the top ones as shares;
 - with --levers, each lever alone on the sampling forward and the training step: the text encoded once per
-  sampling run against in every forward, channels_last memory format, no_grad instead of inference_mode, and
+  sampling run against in every forward, channels_last memory format, no_grad instead of inference_mode, fused
+  AdamW against its per-tensor loop, the U-Nets' own GroupNorm backward against torch's (channels_last), and
   torch.compile as the commands compile (sampling: weights frozen in, or CUDA graphs on a GPU; the cold compile
   cost, then the warm speed-up);
 - with --sweep, MFU against batch size: the training and sampling batches times 1, 2, 4 and 8;
@@ -35,16 +36,21 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
+from torch import nn  # noqa: E402
 
 from bench.common import emit, machine, median_time  # noqa: E402
+from configs import TrainConfig  # noqa: E402
 from imagen.io import keep_freed_memory  # noqa: E402
+from trainers.optim import build_optimizer  # noqa: E402
 from trainers.plan import unet_inputs  # noqa: E402
+from unets.group_norm import GroupNorm  # noqa: E402
 
 TEXT_LEN = 16
 SAMPLE_REPEATS = 5  # a sampling forward is short: this many times a training step's repeats
@@ -92,7 +98,7 @@ class Workload:
         self.name, self.net, self.lowres, self.device = name, net.to(device), lowres, device
         self.train_inputs = _on(unet_inputs(train_batch, train_size, text_dim, TEXT_LEN, lowres), device)
         self.sample_inputs = _on(unet_inputs(sample_batch, sample_size, text_dim, TEXT_LEN, lowres), device)
-        self.optimizer = torch.optim.AdamW(net.parameters(), lr=1e-5)
+        self.optimizer = build_optimizer(net.parameters(), TrainConfig(lr=1e-5))  # the trainer's AdamW
         self.encoded_sample_kwargs = self._encode_text(self.sample_inputs[1])  # once, before any count or timing
         self.shapes = {"train_batch": train_batch, "train_size": train_size, "sample_batch": sample_batch,
                        "sample_size": sample_size}
@@ -221,23 +227,47 @@ def _sig(value: float) -> float:
     return float(f"{value:.3g}")
 
 
+def _interleaved_speedup(baseline, lever, repeats: int, rounds: int = 3) -> float:
+    """Median over rounds of time(baseline) / time(lever), the two timed in turn in each round (> 1: faster)."""
+    ratios = [median_time(baseline, repeats, warmup=1)[0] / median_time(lever, repeats, warmup=1)[0]
+              for _ in range(rounds)]
+    return round(statistics.median(ratios), 3)
+
+
 def levers(load: Workload, repeats: int) -> dict:
     """Each lever alone, as the time ratio baseline / lever (> 1: faster); channels_last against NCHW whatever
     the stage's default layout (the SR stages run channels_last)."""
     base_sample, _ = median_time(load.sample_forward, repeats, warmup=1)
     base_train, _ = median_time(load.train_step, repeats, warmup=1)
     out = {}
-    # the text encoded in every forward instead of once per run, interleaved in rounds (the machine drifts)
-    rounds = [(median_time(lambda: load.sample_forward(encoded=False), repeats, warmup=1)[0],
-               median_time(load.sample_forward, repeats, warmup=1)[0]) for _ in range(3)]
-    out["sample_text_encoded_once_speedup"] = round(statistics.median(a / b for a, b in rounds), 3)
+    # each lever timed in turn with its baseline, in rounds (the machine drifts)
+    out["sample_text_encoded_once_speedup"] = _interleaved_speedup(lambda: load.sample_forward(encoded=False),
+                                                                   load.sample_forward, repeats)
     out["sample_text_encoded_once_gflop_saved"] = _sig(
         (count_flops(lambda: load.sample_forward(encoded=False)) - count_flops(load.sample_forward)) / 1e9)
-    no_grad, _ = median_time(lambda: load.sample_forward(mode=torch.no_grad), repeats, warmup=1)
-    out["sample_no_grad_vs_inference_mode"] = round(base_sample / no_grad, 3)
+    out["sample_no_grad_vs_inference_mode"] = _interleaved_speedup(
+        load.sample_forward, lambda: load.sample_forward(mode=torch.no_grad), repeats)
+    looped_adamw = torch.optim.AdamW(load.net.parameters(), lr=1e-5, fused=False)
+
+    def train_step_with_looped_adamw():
+        fused, load.optimizer = load.optimizer, looped_adamw
+        try:
+            load.train_step()
+        finally:
+            load.optimizer = fused
+
+    out["train_fused_adamw_speedup"] = _interleaved_speedup(train_step_with_looped_adamw, load.train_step, repeats)
     kernels = [p for p in load.net.parameters() if p.dim() == 4]
     nhwc = bool(kernels) and kernels[0].is_contiguous(memory_format=torch.channels_last) \
         and not kernels[0].is_contiguous()
+    if nhwc:  # the U-Nets' own GroupNorm backward serves channels_last training only
+
+        def train_step_with_torch_group_norm():
+            with mock.patch.object(GroupNorm, "forward", nn.GroupNorm.forward):
+                load.train_step()
+
+        out["train_own_group_norm_backward_speedup"] = _interleaved_speedup(train_step_with_torch_group_norm,
+                                                                            load.train_step, repeats)
     times = {}
     for memory_format in (torch.contiguous_format, torch.channels_last):
         load.net.to(memory_format=memory_format)

@@ -27,6 +27,7 @@ from configs import UNetConfig
 
 from .attention import AttentionBlock, TextCondition
 from .conditioning import ScalarEmbedding, TextConditioner
+from .group_norm import GroupNorm
 from .layers import SKIP_SCALE, Downsample, ResBlock, Upsample, group_count, zero_init
 
 IMAGE_CHANNELS = 3
@@ -144,7 +145,7 @@ class EfficientUNet(nn.Module):
             kwargs = dict(cfg=cfg, context_dim=context_dim, self_attn=cfg.self_attn[i], cross_attn=cfg.cross_attn[i])
             self.downs.append(DownBlock(widths[i], widths[i + 1], cfg.num_res_blocks[i], stride, **kwargs))
             self.ups.append(UpBlock(widths[i + 1], widths[i], cfg.num_res_blocks[i], stride, **kwargs))
-        self.out_norm = nn.GroupNorm(group_count(cfg.channels), cfg.channels)
+        self.out_norm = GroupNorm(group_count(cfg.channels), cfg.channels)
         self.out_conv = zero_init(nn.Conv2d(cfg.channels, IMAGE_CHANNELS, 3, padding=1))
         # the cross-attention layers that read the text, each with its slot in TextCondition.keys_values
         self.text_readers = [m.cross_attn for m in self.modules() if isinstance(m, AttentionBlock)

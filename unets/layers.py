@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .group_norm import GroupNorm
+
 SKIP_SCALE = 1 / math.sqrt(2)  # Imagen appendix B.1: skip connections scaled by 1/sqrt(2)
 
 
@@ -44,10 +46,10 @@ class ResBlock(nn.Module):
         super().__init__()
         self.scale_shift = scale_shift
         self.skip_scale = SKIP_SCALE if scale_skip else 1.0
-        self.norm1 = nn.GroupNorm(group_count(in_channels), in_channels)
+        self.norm1 = GroupNorm(group_count(in_channels), in_channels)
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
         self.cond = nn.Linear(cond_dim, out_channels * (2 if scale_shift else 1))
-        self.norm2 = nn.GroupNorm(group_count(out_channels), out_channels)
+        self.norm2 = GroupNorm(group_count(out_channels), out_channels)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = zero_init(nn.Conv2d(out_channels, out_channels, 3, padding=1))
         self.shortcut = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
@@ -102,3 +104,4 @@ class Upsample(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv(x)
         return F.pixel_shuffle(x, self.factor) if self.factor != 1 else x
+

@@ -18,6 +18,7 @@ from unets.attention import (
     num_heads,
 )
 from unets.conditioning import NUM_NULL_TOKENS, ScalarEmbedding, TextConditioner, sinusoidal_embedding
+from unets.group_norm import GroupNorm
 from unets.layers import Downsample, ResBlock, Upsample, group_count
 
 
@@ -181,3 +182,29 @@ def test_attention_block_with_positions_is_not_translation_equivariant():
                               atol=1e-4)
     block.position = None  # without positions, self-attention + per-token layers commute with the shift
     torch.testing.assert_close(block(shifted, None), torch.roll(block(x, None), 1, dims=-1))
+
+
+@pytest.mark.parametrize("channels,groups", [(16, 16), (32, 8)])
+def test_group_norm_channels_last_backward_matches_torch(channels, groups):
+    """The channels_last training path (its own backward), in float32, against torch's GroupNorm in float64."""
+    torch.manual_seed(0)
+    x = (torch.randn(3, channels, 12, 10, dtype=torch.float64) * 2 + 1).contiguous(memory_format=torch.channels_last)
+    weight, bias = torch.randn(channels, dtype=torch.float64), torch.randn(channels, dtype=torch.float64)
+    dy = torch.randn_like(x)
+
+    leaves = [t.detach().requires_grad_() for t in (x, weight, bias)]
+    out = F.group_norm(leaves[0], groups, leaves[1], leaves[2], 1e-5)
+    out.backward(dy)
+    expected = [out.detach(), *(t.grad for t in leaves)]
+
+    norm = GroupNorm(groups, channels)
+    with torch.no_grad():
+        norm.weight.copy_(weight)
+        norm.bias.copy_(bias)
+    x32 = x.float().requires_grad_()
+    out = norm(x32)
+    assert type(out.grad_fn).__name__ == "_ChannelsLastGroupNormBackward"
+    out.backward(dy.float())
+    for got, want in zip([out.detach(), x32.grad, norm.weight.grad, norm.bias.grad], expected, strict=True):
+        assert torch.allclose(got.double(), want, rtol=1e-4, atol=1e-4), (got.double() - want).abs().max()
+
