@@ -104,8 +104,8 @@ def resolve(args: argparse.Namespace, init_config=None):
     overrides = list(args.overrides)
     if args.data:
         overrides.append(f"data.source={args.data}")
-    if init_config is not None and _sets(overrides, "data.prior_share") and not _sets(overrides, "data.prior_source"):
-        overrides.append(f"data.prior_source={init_config.data.source}")  # the tuned model's own data, as by default
+    if init_config is not None and not _sets(overrides, "data.prior_source"):
+        overrides.append(f"data.prior_source={init_config.data.source}")  # prior preservation: the model's own data
     config = load_config(source, overrides)
     stages = list(config.stages()) if args.stage == "all" else [args.stage]
     if args.stage != "all" and args.stage not in config.stages():
@@ -132,15 +132,16 @@ def resolve(args: argparse.Namespace, init_config=None):
 SMALL_DATA, PRIOR_SHARE = 1000, 0.25
 
 
-def with_prior_preservation(config, init_config, overrides: list[str]):
+def with_prior_preservation(config, overrides: list[str]):
     """Fine-tuning on a small data set (fewer than SMALL_DATA examples) of another source than the model's:
-    PRIOR_SHARE of the examples from the model's own data (prior preservation), unless data.prior_* is set."""
+    PRIOR_SHARE of the examples from the model's own data (`data.prior_source`, set by `resolve`), unless
+    data.prior_share is set."""
     from dataclasses import replace
 
     from .data.sources import read_manifest, resolve_source, scan_folder
 
     data = config.data
-    if data.source == init_config.data.source or any(o.startswith("data.prior_") for o in overrides):
+    if data.source == data.prior_source or _sets(overrides, "data.prior_share"):
         return config
     source = resolve_source(data.source)
     if source.kind not in ("folder", "jsonl", "csv"):
@@ -150,8 +151,8 @@ def with_prior_preservation(config, init_config, overrides: list[str]):
     if len(entries) >= SMALL_DATA:
         return config
     print(f"imagen-train: note: {len(entries)} examples: prior preservation on, {PRIOR_SHARE:.0%} of them from the "
-          f"model's own data ({init_config.data.source}); --set data.prior_share=0 turns it off", file=sys.stderr)
-    return replace(config, data=replace(data, prior_source=init_config.data.source, prior_share=PRIOR_SHARE))
+          f"model's own data ({data.prior_source}); --set data.prior_share=0 turns it off", file=sys.stderr)
+    return replace(config, data=replace(data, prior_share=PRIOR_SHARE))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             init = InitModel.load(args.init_from)
         config, stages = resolve(args, init.config if init else None)
         if init is not None:
-            config = with_prior_preservation(config, init.config, args.overrides)
+            config = with_prior_preservation(config, args.overrides)
         if args.dry_run:
             print(to_json(config))
             return 0

@@ -142,3 +142,10 @@ def test_fine_tuning_on_a_small_folder_turns_prior_preservation_on(trained, tmp_
                  "--set", "data.prior_share=0.5"]) == 0  # another weight, the same source
     data = json.loads(capsys.readouterr().out)["data"]
     assert (data["prior_source"], data["prior_share"]) == ("shapes", 0.5)
+    other = tmp_path / "other"  # another prior source named alone: the default share, drawn from it
+    write(other / "0.png", image_bytes(FORMATS[".png"], size=(32, 32), seed=9))
+    write(other / "0.txt", "a large red circle at the center on a blue background")
+    assert main(["--init-from", str(model), "--data", str(folder), "--output", str(tmp_path / "other-run"),
+                 "--dry-run", "--set", f"data.prior_source={other}"]) == 0
+    data = json.loads(capsys.readouterr().out)["data"]
+    assert (data["prior_source"], data["prior_share"]) == (str(other), 0.25)
