@@ -207,4 +207,3 @@ def test_group_norm_channels_last_backward_matches_torch(channels, groups):
     out.backward(dy.float())
     for got, want in zip([out.detach(), x32.grad, norm.weight.grad, norm.bias.grad], expected, strict=True):
         assert torch.allclose(got.double(), want, rtol=1e-4, atol=1e-4), (got.double() - want).abs().max()
-
