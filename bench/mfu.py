@@ -17,7 +17,8 @@ runs a doubled batch of 2 at full resolution, the 1024 px stage included) and th
 - with --levers, each lever alone on the sampling forward and the training step: the text encoded once per
   sampling run against in every forward, channels_last memory format, no_grad instead of inference_mode, fused
   AdamW against its per-tensor loop, the U-Nets' own GroupNorm backward against torch's (channels_last), and
-  torch.compile as the commands compile (sampling: weights frozen in, or CUDA graphs on a GPU; the cold compile
+  1x1 convolutions as batched matrix products in sampling against torch's convolution, torch.compile as the
+  commands compile (sampling: weights frozen in, or CUDA graphs on a GPU; the cold compile
   cost, then the warm speed-up);
 - with --sweep, MFU against batch size: the training and sampling batches times 1, 2, 4 and 8;
 - glibc's own allocation with --glibc-malloc (by default the bench keeps freed memory for reuse, as the commands
@@ -51,6 +52,7 @@ from imagen.io import keep_freed_memory  # noqa: E402
 from trainers.optim import build_optimizer  # noqa: E402
 from trainers.plan import unet_inputs  # noqa: E402
 from unets.group_norm import GroupNorm  # noqa: E402
+from unets.layers import PointwiseConv  # noqa: E402
 
 TEXT_LEN = 16
 SAMPLE_REPEATS = 5  # a sampling forward is short: this many times a training step's repeats
@@ -227,11 +229,18 @@ def _sig(value: float) -> float:
     return float(f"{value:.3g}")
 
 
-def _interleaved_speedup(baseline, lever, repeats: int, rounds: int = 3) -> float:
-    """Median over rounds of time(baseline) / time(lever), the two timed in turn in each round (> 1: faster)."""
-    ratios = [median_time(baseline, repeats, warmup=1)[0] / median_time(lever, repeats, warmup=1)[0]
-              for _ in range(rounds)]
-    return round(statistics.median(ratios), 3)
+def _interleaved_speedup(baseline, lever, pairs: int) -> float:
+    """time(baseline) / time(lever), medians over `pairs` single calls of each made in turn, in alternating order
+    (> 1: faster): the machine's drift, which moves a 2-core machine by a fifth within seconds, hits both alike."""
+    for run in (baseline, lever):
+        run()
+    times = ([], [])
+    for i in range(pairs):
+        for which in ((0, 1) if i % 2 == 0 else (1, 0)):
+            start = time.perf_counter()
+            (baseline, lever)[which]()
+            times[which].append(time.perf_counter() - start)
+    return round(statistics.median(times[0]) / statistics.median(times[1]), 3)
 
 
 def levers(load: Workload, repeats: int) -> dict:
@@ -239,14 +248,22 @@ def levers(load: Workload, repeats: int) -> dict:
     the stage's default layout (the SR stages run channels_last)."""
     base_sample, _ = median_time(load.sample_forward, repeats, warmup=1)
     base_train, _ = median_time(load.train_step, repeats, warmup=1)
+    sample_pairs, train_pairs = 3 * SAMPLE_REPEATS * repeats, 3 * repeats
     out = {}
     # each lever timed in turn with its baseline, in rounds (the machine drifts)
     out["sample_text_encoded_once_speedup"] = _interleaved_speedup(lambda: load.sample_forward(encoded=False),
-                                                                   load.sample_forward, repeats)
+                                                                   load.sample_forward, sample_pairs)
     out["sample_text_encoded_once_gflop_saved"] = _sig(
         (count_flops(lambda: load.sample_forward(encoded=False)) - count_flops(load.sample_forward)) / 1e9)
     out["sample_no_grad_vs_inference_mode"] = _interleaved_speedup(
-        load.sample_forward, lambda: load.sample_forward(mode=torch.no_grad), repeats)
+        load.sample_forward, lambda: load.sample_forward(mode=torch.no_grad), sample_pairs)
+
+    def sample_forward_with_torch_pointwise_conv():
+        with mock.patch.object(PointwiseConv, "forward", nn.Conv2d.forward):
+            load.sample_forward()
+
+    out["sample_pointwise_matmul_speedup"] = _interleaved_speedup(sample_forward_with_torch_pointwise_conv,
+                                                                  load.sample_forward, sample_pairs)
     looped_adamw = torch.optim.AdamW(load.net.parameters(), lr=1e-5, fused=False)
 
     def train_step_with_looped_adamw():
@@ -256,7 +273,7 @@ def levers(load: Workload, repeats: int) -> dict:
         finally:
             load.optimizer = fused
 
-    out["train_fused_adamw_speedup"] = _interleaved_speedup(train_step_with_looped_adamw, load.train_step, repeats)
+    out["train_fused_adamw_speedup"] = _interleaved_speedup(train_step_with_looped_adamw, load.train_step, train_pairs)
     kernels = [p for p in load.net.parameters() if p.dim() == 4]
     nhwc = bool(kernels) and kernels[0].is_contiguous(memory_format=torch.channels_last) \
         and not kernels[0].is_contiguous()
@@ -267,7 +284,7 @@ def levers(load: Workload, repeats: int) -> dict:
                 load.train_step()
 
         out["train_own_group_norm_backward_speedup"] = _interleaved_speedup(train_step_with_torch_group_norm,
-                                                                            load.train_step, repeats)
+                                                                            load.train_step, train_pairs)
     times = {}
     for memory_format in (torch.contiguous_format, torch.channels_last):
         load.net.to(memory_format=memory_format)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from unittest import mock
 
 import pytest
 import torch
@@ -19,7 +20,7 @@ from unets.attention import (
 )
 from unets.conditioning import NUM_NULL_TOKENS, ScalarEmbedding, TextConditioner, sinusoidal_embedding
 from unets.group_norm import GroupNorm
-from unets.layers import Downsample, ResBlock, Upsample, group_count
+from unets.layers import Downsample, PointwiseConv, ResBlock, Upsample, group_count
 
 
 @pytest.mark.parametrize("channels, groups", [(1, 1), (7, 7), (16, 16), (48, 24), (96, 32), (1024, 32)])
@@ -207,3 +208,20 @@ def test_group_norm_channels_last_backward_matches_torch(channels, groups):
     out.backward(dy.float())
     for got, want in zip([out.detach(), x32.grad, norm.weight.grad, norm.bias.grad], expected, strict=True):
         assert torch.allclose(got.double(), want, rtol=1e-4, atol=1e-4), (got.double() - want).abs().max()
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("grad", [False, True])
+def test_pointwise_conv_matches_torch_in_every_mode(memory_format, grad):
+    """The same output as nn.Conv2d's 1x1 convolution in either layout, with and without autograd; the matrix
+    product serves exactly NCHW sampling, and keeps the layout torch's convolution gives."""
+    torch.manual_seed(0)
+    conv = PointwiseConv(6, 10).to(memory_format=memory_format)
+    x = torch.randn(2, 6, 5, 7).contiguous(memory_format=memory_format)
+    with torch.set_grad_enabled(grad), mock.patch("torch.baddbmm", wraps=torch.baddbmm) as product:
+        out = conv(x)
+    expected = F.conv2d(x, conv.weight, conv.bias)
+    torch.testing.assert_close(out, expected)
+    assert product.called == (not grad and memory_format == torch.contiguous_format)
+    assert out.is_contiguous(memory_format=memory_format) == expected.is_contiguous(memory_format=memory_format)
+
