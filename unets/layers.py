@@ -37,19 +37,23 @@ class PointwiseConv(nn.Conv2d):
     """A 1x1 convolution (`nn.Conv2d`, same parameters and state dict). In a contiguous (NCHW) net on a CPU without
     autograd it runs as one batched matrix product, (C_out, C_in) @ (C_in, H * W) per image: oneDNN's 1x1 kernel
     reorders the map to its blocked layout and back on every call, which makes it 2-3.5x slower at a sampling
-    batch. With autograd, or in a channels_last net, torch's convolution is as fast or faster."""
+    batch. With autograd, or in a channels_last net, torch's convolution is as fast or faster. Takes
+    `nn.Conv2d`'s arguments (peft builds a layer's LoRA factors with the layer's own class)."""
 
-    def __init__(self, in_channels: int, out_channels: int):
-        super().__init__(in_channels, out_channels, 1)
+    def __init__(self, in_channels: int, out_channels: int, kernel_size=1, *args, **kwargs):
+        super().__init__(in_channels, out_channels, kernel_size, *args, **kwargs)
+        self.pointwise = (self.kernel_size, self.stride, self.padding, self.groups) == ((1, 1), (1, 1), (0, 0), 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # a channels_last net's 1x1 kernels have stride C_in along their size-1 spatial dimensions, NCHW ones 1
-        if (torch.is_grad_enabled() or x.device.type != "cpu" or self.weight.stride(-1) != 1 or x.dim() != 4
-                or not x.is_contiguous()):
+        if (not self.pointwise or torch.is_grad_enabled() or x.device.type != "cpu" or self.weight.stride(-1) != 1
+                or x.dim() != 4 or not x.is_contiguous()):
             return super().forward(x)
         b, _, h, w = x.shape
-        weight = self.weight.flatten(1).expand(b, -1, -1)  # (B, C_out, C_in), a view
-        return torch.baddbmm(self.bias[None, :, None], weight, x.flatten(2)).view(b, -1, h, w)
+        weight, pixels = self.weight.flatten(1).expand(b, -1, -1), x.flatten(2)  # (B, C_out, C_in), (B, C_in, H*W)
+        out = (torch.bmm(weight, pixels) if self.bias is None
+               else torch.baddbmm(self.bias[None, :, None], weight, pixels))
+        return out.view(b, -1, h, w)
 
 
 class ResBlock(nn.Module):

@@ -217,11 +217,13 @@ def test_pointwise_conv_matches_torch_in_every_mode(memory_format, grad):
     product serves exactly NCHW sampling, and keeps the layout torch's convolution gives."""
     torch.manual_seed(0)
     conv = PointwiseConv(6, 10).to(memory_format=memory_format)
+    unbiased = PointwiseConv(6, 4, 1, 1, 0, bias=False)  # as peft builds a LoRA factor: nn.Conv2d's arguments
     x = torch.randn(2, 6, 5, 7).contiguous(memory_format=memory_format)
     with torch.set_grad_enabled(grad), mock.patch("torch.baddbmm", wraps=torch.baddbmm) as product:
-        out = conv(x)
+        out, factor = conv(x), unbiased(x)
     expected = F.conv2d(x, conv.weight, conv.bias)
     torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(factor, F.conv2d(x, unbiased.weight))
     assert product.called == (not grad and memory_format == torch.contiguous_format)
     assert out.is_contiguous(memory_format=memory_format) == expected.is_contiguous(memory_format=memory_format)
 
