@@ -250,7 +250,7 @@ def levers(load: Workload, repeats: int) -> dict:
     base_train, _ = median_time(load.train_step, repeats, warmup=1)
     sample_pairs, train_pairs = 3 * SAMPLE_REPEATS * repeats, 3 * repeats
     out = {}
-    # each lever timed in turn with its baseline, in rounds (the machine drifts)
+    # each lever timed in alternating single calls with its baseline (the machine drifts)
     out["sample_text_encoded_once_speedup"] = _interleaved_speedup(lambda: load.sample_forward(encoded=False),
                                                                    load.sample_forward, sample_pairs)
     out["sample_text_encoded_once_gflop_saved"] = _sig(
