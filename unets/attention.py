@@ -9,8 +9,6 @@ for rows without any), so softmax never runs over an all-masked row.
 
 from __future__ import annotations
 
-import functools
-import math
 from typing import NamedTuple
 
 import torch
@@ -18,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .layers import zero_init
+from .positions import fourier_positions
 
 
 def num_heads(channels: int, head_dim: int) -> int:
@@ -108,19 +107,6 @@ class FeedForward(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
-
-
-@functools.lru_cache(maxsize=32)
-def fourier_positions(h: int, w: int, frequencies: int, device: torch.device) -> torch.Tensor:
-    """(H * W, 4F) float32: sin and cos of every pixel's normalised (y, x) in [-1, 1] at F octaves from pi/2.
-    Built once per size (outside inference mode, so that training can use the same tensor)."""
-    with torch.inference_mode(False), torch.no_grad():
-        ys = torch.linspace(-1.0, 1.0, h, device=device)
-        xs = torch.linspace(-1.0, 1.0, w, device=device)
-        grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij"), dim=-1).reshape(-1, 2)  # (H*W, 2)
-        freqs = math.pi * 2.0 ** torch.arange(frequencies, dtype=torch.float32, device=device) / 2
-        angles = (grid[:, :, None] * freqs).flatten(1)  # (H*W, 2F)
-        return torch.cat([angles.sin(), angles.cos()], dim=1)
 
 
 class PositionEmbedding(nn.Module):

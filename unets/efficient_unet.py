@@ -16,8 +16,6 @@ Inputs must therefore be divisible by 2^n (efficient) or 2^(n-1) (classic).
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -29,6 +27,7 @@ from .attention import AttentionBlock, TextCondition
 from .conditioning import ScalarEmbedding, TextConditioner
 from .group_norm import GroupNorm
 from .layers import SKIP_SCALE, Downsample, ResBlock, Upsample, group_count, zero_init
+from .positions import coordinate_channels
 
 IMAGE_CHANNELS = 3
 
@@ -85,22 +84,6 @@ class UpBlock(nn.Module):
 def _run(module: nn.Module, checkpointing: bool, *args) -> torch.Tensor:
     """Call `module`, through activation checkpointing (recomputed in backward) when asked."""
     return checkpoint(module, *args, use_reentrant=False) if checkpointing else module(*args)
-
-
-@functools.lru_cache(maxsize=32)
-def _pixel_coordinates(h: int, w: int, device: torch.device) -> torch.Tensor:
-    """(1, 2, H, W) float32: each pixel's normalised x and y in [-1, 1], built once per size (outside inference
-    mode, so that training can use the same tensor)."""
-    with torch.inference_mode(False), torch.no_grad():
-        ys = torch.linspace(-1.0, 1.0, h, device=device)
-        xs = torch.linspace(-1.0, 1.0, w, device=device)
-        return torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=0)[None]  # (1, 2, H, W): x, y
-
-
-def coordinate_channels(x: torch.Tensor) -> torch.Tensor:
-    """(B, 2, H, W): each pixel's normalised x and y in [-1, 1] (CoordConv, Liu et al. 2018)."""
-    b, _, h, w = x.shape
-    return _pixel_coordinates(h, w, x.device).to(x.dtype).expand(b, -1, -1, -1)
 
 
 class EfficientUNet(nn.Module):
