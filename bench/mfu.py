@@ -16,8 +16,8 @@ runs a doubled batch of 2 at full resolution, the 1024 px stage included) and th
   the top ones as shares;
 - with --levers, each lever alone on the sampling forward and the training step: the text encoded once per
   sampling run against in every forward, channels_last memory format, no_grad instead of inference_mode, fused
-  AdamW against its per-tensor loop, the U-Nets' own GroupNorm backward against torch's (channels_last), and
-  1x1 convolutions as batched matrix products in sampling against torch's convolution, torch.compile as the
+  AdamW against its per-tensor loop, the U-Nets' own GroupNorm backward against torch's (channels_last), 1x1
+  convolutions as batched matrix products in sampling against torch's convolution, and torch.compile as the
   commands compile (sampling: weights frozen in, or CUDA graphs on a GPU; the cold compile
   cost, then the warm speed-up);
 - with --sweep, MFU against batch size: the training and sampling batches times 1, 2, 4 and 8;

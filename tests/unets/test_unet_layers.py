@@ -226,4 +226,3 @@ def test_pointwise_conv_matches_torch_in_every_mode(memory_format, grad):
     torch.testing.assert_close(factor, F.conv2d(x, unbiased.weight))
     assert product.called == (not grad and memory_format == torch.contiguous_format)
     assert out.is_contiguous(memory_format=memory_format) == expected.is_contiguous(memory_format=memory_format)
-
