@@ -10,7 +10,19 @@ import math
 import torch
 
 
-@functools.lru_cache(maxsize=32)
+def _per_size(build):
+    """`build`, cached per argument tuple (sizes, device); traced through directly while torch.compile traces a
+    U-Net (Dynamo does not see through the cache: it would warn and trace the builder anyway)."""
+    cached = functools.lru_cache(maxsize=32)(build)
+
+    @functools.wraps(build)
+    def get(*args):
+        return build(*args) if torch.compiler.is_compiling() else cached(*args)
+
+    return get
+
+
+@_per_size
 def pixel_grid(h: int, w: int, device: torch.device) -> torch.Tensor:
     """(H, W, 2) float32: each pixel's normalised (y, x) in [-1, 1]."""
     with torch.inference_mode(False), torch.no_grad():
@@ -19,7 +31,7 @@ def pixel_grid(h: int, w: int, device: torch.device) -> torch.Tensor:
         return torch.stack(torch.meshgrid(ys, xs, indexing="ij"), dim=-1)
 
 
-@functools.lru_cache(maxsize=32)
+@_per_size
 def _coordinate_planes(h: int, w: int, device: torch.device) -> torch.Tensor:
     """(1, 2, H, W) float32: the x plane, then the y plane."""
     with torch.inference_mode(False), torch.no_grad():
@@ -32,7 +44,7 @@ def coordinate_channels(x: torch.Tensor) -> torch.Tensor:
     return _coordinate_planes(h, w, x.device).to(x.dtype).expand(b, -1, -1, -1)
 
 
-@functools.lru_cache(maxsize=32)
+@_per_size
 def fourier_positions(h: int, w: int, frequencies: int, device: torch.device) -> torch.Tensor:
     """(H * W, 4F) float32: sin and cos of every pixel's normalised (y, x) in [-1, 1] at F octaves from pi/2."""
     with torch.inference_mode(False), torch.no_grad():
