@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import statistics
 import sys
 import time
@@ -104,6 +105,13 @@ class Workload:
         self.encoded_sample_kwargs = self._encode_text(self.sample_inputs[1])  # once, before any count or timing
         self.shapes = {"train_batch": train_batch, "train_size": train_size, "sample_batch": sample_batch,
                        "sample_size": sample_size}
+
+    def with_net(self, net: torch.nn.Module) -> Workload:
+        """The same workload (inputs, encoded text) on another copy of its U-Net, with an optimiser of its own."""
+        twin = copy.copy(self)
+        twin.net = net.to(self.device)
+        twin.optimizer = build_optimizer(twin.net.parameters(), TrainConfig(lr=1e-5))
+        return twin
 
     def _autocast(self):
         if self.device.type == "cuda":
@@ -246,8 +254,6 @@ def _interleaved_speedup(baseline, lever, pairs: int) -> float:
 def levers(load: Workload, repeats: int) -> dict:
     """Each lever alone, as the time ratio baseline / lever (> 1: faster); channels_last against NCHW whatever
     the stage's default layout (the SR stages run channels_last)."""
-    base_sample, _ = median_time(load.sample_forward, repeats, warmup=1)
-    base_train, _ = median_time(load.train_step, repeats, warmup=1)
     sample_pairs, train_pairs = 3 * SAMPLE_REPEATS * repeats, 3 * repeats
     out = {}
     # each lever timed in alternating single calls with its baseline (the machine drifts)
@@ -285,28 +291,27 @@ def levers(load: Workload, repeats: int) -> dict:
 
         out["train_own_group_norm_backward_speedup"] = _interleaved_speedup(train_step_with_torch_group_norm,
                                                                             load.train_step, train_pairs)
-    times = {}
-    for memory_format in (torch.contiguous_format, torch.channels_last):
-        load.net.to(memory_format=memory_format)
-        times[memory_format] = (median_time(load.sample_forward, repeats, warmup=1)[0],
-                                median_time(load.train_step, repeats, warmup=1)[0])
-    load.net.to(memory_format=torch.channels_last if nhwc else torch.contiguous_format)
+    # the other layout in a copy of the U-Net, so that the two alternate call by call
+    other = load.with_net(copy.deepcopy(load.net).to(
+        memory_format=torch.contiguous_format if nhwc else torch.channels_last))
+    contiguous, channels_last = (other, load) if nhwc else (load, other)
     out["default_layout"] = "channels_last" if nhwc else "contiguous"
-    out["channels_last_sample_speedup"] = round(times[torch.contiguous_format][0] / times[torch.channels_last][0], 3)
-    out["channels_last_train_speedup"] = round(times[torch.contiguous_format][1] / times[torch.channels_last][1], 3)
+    out["channels_last_sample_speedup"] = _interleaved_speedup(contiguous.sample_forward,
+                                                               channels_last.sample_forward, sample_pairs)
+    out["channels_last_train_speedup"] = _interleaved_speedup(contiguous.train_step, channels_last.train_step,
+                                                              train_pairs)
     # as the commands compile: sampling with the weights frozen in (Imagen.compile; CUDA graphs on a GPU),
     # training plainly (imagen-train --compile); one compiled module per kind, their shapes differ
     sample_compile = {"mode": "reduce-overhead"} if load.device.type == "cuda" else {"options": {"freezing": True}}
-    for kind, run, base, kwargs in (("sample", load.sample_forward, base_sample, sample_compile),
-                                    ("train", load.train_step, base_train, {})):
+    for kind, run, pairs, kwargs in (("sample", load.sample_forward, sample_pairs, sample_compile),
+                                     ("train", load.train_step, train_pairs, {})):
         torch._dynamo.reset()
         compiled = torch.compile(load.net, dynamic=False, **kwargs)
         try:
             start = time.perf_counter()
             run(compiled)
             out[f"compile_{kind}_cold_s"] = round(time.perf_counter() - start, 1)
-            warm, _ = median_time(lambda r=run, c=compiled: r(c), repeats, warmup=1)
-            out[f"compile_{kind}_speedup"] = round(base / warm, 3)
+            out[f"compile_{kind}_speedup"] = _interleaved_speedup(run, lambda r=run, c=compiled: r(c), pairs)
         except Exception as error:  # noqa: BLE001 - a compiler failure is a finding of the bench
             out[f"compile_{kind}_error"] = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
     return out

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from bench.mfu import Workload, batch_sweep, count_flops, measure
 from configs import UNetConfig
 from unets import EfficientUNet
+
+
+def _base_workload() -> Workload:
+    config = UNetConfig(channels=8, channel_mults=(1, 2), num_res_blocks=(1, 1), self_attn=(False, False),
+                        cross_attn=(False, True), head_dim=8, cond_dim=16)
+    return Workload("tiny", EfficientUNet(config, text_dim=16), 16, False, train_batch=2, train_size=16,
+                    sample_batch=1, sample_size=16)
 
 
 def test_a_workload_is_measured_against_the_matmul_rate():
@@ -30,10 +39,22 @@ def test_a_workload_is_measured_against_the_matmul_rate():
 
 
 def test_the_batch_sweep_scales_both_batches():
-    config = UNetConfig(channels=8, channel_mults=(1, 2), num_res_blocks=(1, 1), self_attn=(False, False),
-                        cross_attn=(False, True), head_dim=8, cond_dim=16)
-    load = Workload("tiny", EfficientUNet(config, text_dim=16), 16, False, train_batch=2, train_size=16,
-                    sample_batch=1, sample_size=16)
+    load = _base_workload()
     rows = batch_sweep(load, bar=lambda: 100.0, repeats=1, factors=(1, 4))
     assert [(r["train_batch"], r["sample_batch"]) for r in rows] == [(2, 1), (8, 4)]
     assert all(r["train_mfu"] > 0 and r["sample_mfu"] > 0 for r in rows)
+
+
+def test_a_twin_workload_trains_its_own_copy_of_the_net_on_the_same_inputs():
+    load = _base_workload()
+    twin = load.with_net(copy.deepcopy(load.net).to(memory_format=torch.channels_last))
+    before = [p.detach().clone() for p in load.net.parameters()]
+    for p in twin.net.parameters():  # the zero-initialised output layers would leave a first step's update at 0
+        torch.nn.init.normal_(p, std=0.1)
+    twin_before = twin.net.out_conv.weight.detach().clone()
+    twin.train_step()
+    assert all(torch.equal(a, b) for a, b in zip(before, load.net.parameters(), strict=True))
+    assert not torch.equal(twin_before, twin.net.out_conv.weight)
+    assert twin.train_inputs is load.train_inputs and twin.optimizer is not load.optimizer
+    assert twin.net.in_conv.weight.is_contiguous(memory_format=torch.channels_last)
+    twin.sample_forward()
