@@ -44,6 +44,9 @@ def _run(args: argparse.Namespace) -> int:
         pipe.load_lora(path, scale=scale, merge=args.lora_merge)
     if args.compile is not None:
         pipe.compile(args.compile or None)
+        if not args.quiet:  # the first step of each compiled stage takes the compile: say so before the progress bar
+            print(f"{PROG}: compiling {', '.join(pipe.compiled)}: each stage's first step pays it (about a minute on "
+                  "a CPU, seconds once torch's cache holds it)", file=sys.stderr)
     session = Session(args, prompts, seed, pipe, mode.options(pipe, args), output)
     if not args.no_memory_check:
         check_memory(session)

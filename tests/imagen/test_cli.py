@@ -196,6 +196,20 @@ def test_unavailable_gpu_is_a_user_error(sample_cli):
     assert status == 2 and "no CUDA GPU" in err and err.count("\n") == 1
 
 
+def test_compile_says_which_stages_pay_the_compile_before_sampling(sample_cli, tmp_path, monkeypatch):
+    from imagen import Imagen
+
+    def compile_names(self, stages=None, **kwargs):  # the wiring only: the compile itself is the pipeline's test
+        self.compiled = list(stages or self.stages)
+        return self
+
+    monkeypatch.setattr(Imagen, "compile", compile_names)
+    status, _, err = sample_cli("--prompt", "x", "--compile", "base", "--out", tmp_path / "a", "--stop-at-stage", 1)
+    assert status == 0 and "imagen-sample: compiling base: each stage's first step pays it" in err
+    status, _, err = sample_cli("--prompt", "x", "--compile", "base", "--out", tmp_path / "b", "--quiet")
+    assert status == 0 and "compiling" not in err
+
+
 def test_version(capsys):
     assert cli.main(["--version"]) == 0
     assert capsys.readouterr().out.startswith("imagen-sample ")
