@@ -58,6 +58,7 @@ from unets.layers import PointwiseConv  # noqa: E402
 TEXT_LEN = 16
 SAMPLE_REPEATS = 5  # a sampling forward is short: this many times a training step's repeats
 CPU = torch.device("cpu")
+TRAIN = TrainConfig(lr=1e-5)  # the trainer's AdamW, its steps small enough to leave the weights as trained
 
 
 def synchronize(device: torch.device) -> None:
@@ -101,7 +102,7 @@ class Workload:
         self.name, self.net, self.lowres, self.device = name, net.to(device), lowres, device
         self.train_inputs = _on(unet_inputs(train_batch, train_size, text_dim, TEXT_LEN, lowres), device)
         self.sample_inputs = _on(unet_inputs(sample_batch, sample_size, text_dim, TEXT_LEN, lowres), device)
-        self.optimizer = build_optimizer(net.parameters(), TrainConfig(lr=1e-5))  # the trainer's AdamW
+        self.optimizer = build_optimizer(net.parameters(), TRAIN)
         self.encoded_sample_kwargs = self._encode_text(self.sample_inputs[1])  # once, before any count or timing
         self.shapes = {"train_batch": train_batch, "train_size": train_size, "sample_batch": sample_batch,
                        "sample_size": sample_size}
@@ -110,7 +111,7 @@ class Workload:
         """The same workload (inputs, encoded text) on another copy of its U-Net, with an optimiser of its own."""
         twin = copy.copy(self)
         twin.net = net.to(self.device)
-        twin.optimizer = build_optimizer(twin.net.parameters(), TrainConfig(lr=1e-5))
+        twin.optimizer = build_optimizer(twin.net.parameters(), TRAIN)
         return twin
 
     def _autocast(self):
@@ -270,7 +271,7 @@ def levers(load: Workload, repeats: int) -> dict:
 
     out["sample_pointwise_matmul_speedup"] = _interleaved_speedup(sample_forward_with_torch_pointwise_conv,
                                                                   load.sample_forward, sample_pairs)
-    looped_adamw = torch.optim.AdamW(load.net.parameters(), lr=1e-5, fused=False)
+    looped_adamw = torch.optim.AdamW(load.net.parameters(), lr=TRAIN.lr, fused=False)
 
     def train_step_with_looped_adamw():
         fused, load.optimizer = load.optimizer, looped_adamw
