@@ -271,7 +271,8 @@ def levers(load: Workload, repeats: int) -> dict:
 
     out["sample_pointwise_matmul_speedup"] = _interleaved_speedup(sample_forward_with_torch_pointwise_conv,
                                                                   load.sample_forward, sample_pairs)
-    looped_adamw = torch.optim.AdamW(load.net.parameters(), lr=TRAIN.lr, fused=False)
+    looped_adamw = torch.optim.AdamW(load.net.parameters(), lr=TRAIN.lr, betas=TRAIN.betas,
+                                     weight_decay=TRAIN.weight_decay, fused=False)  # the trainer's, looped
 
     def train_step_with_looped_adamw():
         fused, load.optimizer = load.optimizer, looped_adamw
