@@ -38,7 +38,7 @@ ATTRIBUTES = ("background", "object_color", "position", "shape", "size", "overal
 
 
 def _scores(summary: dict, group: str = "one_object") -> dict:
-    return {k: summary[group][k] for k in ATTRIBUTES if summary[group].get(k) is not None}
+    return {k: summary[group][k] for k in (*ATTRIBUTES, "outline_error") if summary[group].get(k) is not None}
 
 
 def _sr_fidelity(compared: list[dict]) -> dict:
@@ -169,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run", type=Path, help="for the 'progress' section: the training run directory")
     parser.add_argument("--quick", action="store_true", help="few prompts and settings (a smoke run)")
     parser.add_argument("--sections", default="default", help="comma-separated: default,steps,guidance,sr,progress")
-    parser.add_argument("--prompts", type=int, help="held-out one-object prompts per setting (default 48, quick 8)")
+    parser.add_argument("--prompts", type=int, help="held-out one-object prompts per setting, and as many two-object "
+                                                    "ones in the default section (default 48, quick 8)")
     parser.add_argument("--plot", type=Path, help="also draw the sweeps as line charts into this PNG")
     parser.add_argument("--sr-prompts", type=int, help="one-object prompts drawn through the SR stages (default 8, "
                                                        "quick 2)")
@@ -180,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     result: dict = {"model": str(args.model), "machine": machine()}
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     if "default" in sections:
-        result.update(default_section(pipe, count, max(2, count // 3), args.sr_prompts or (2 if args.quick else 8)))
+        result.update(default_section(pipe, count, count, args.sr_prompts or (2 if args.quick else 8)))
     sweeps = {}
     if "steps" in sections:
         sweeps["steps"] = steps_section(pipe, count, args.quick)

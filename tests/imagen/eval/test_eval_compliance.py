@@ -92,6 +92,18 @@ def test_evaluate_aggregates_and_skips():
     assert result["all"]["background"] == pytest.approx(2 / 3)
 
 
+def test_outline_error_is_near_zero_for_true_renders_and_grows_with_the_wrong_outline():
+    scenes = held_out_scenes(12, 1) + held_out_scenes(4, 2)
+    true = evaluate([render(s, 64) for s in scenes], [s.caption for s in scenes])
+    assert true["one_object"]["outline_error"] < 0.002 and true["two_objects"]["outline_error"] < 0.002
+    cases = (("large", "red", "top", "blue"), ("small", "white", "center", "green"))
+    circles = [Scene((ShapeObject(size, color, "circle", where),), bg) for size, color, where, bg in cases]
+    squares = [Scene((ShapeObject(size, color, "square", where),), bg) for size, color, where, bg in cases]
+    drawn_as_squares = evaluate([render(s, 64) for s in squares], [s.caption for s in circles])["one_object"]
+    assert drawn_as_squares["outline_error"] > 0.05 and drawn_as_squares["shape"] == 0.0
+    assert evaluate([], [])["one_object"]["outline_error"] is None
+
+
 def test_evaluate_takes_a_batch_tensor():
     scenes = held_out_scenes(3, 1)
     batch = torch.stack([torch.from_numpy(np.array(render(s, 64))).permute(2, 0, 1) for s in scenes])
