@@ -1,6 +1,6 @@
 """Caption compliance of a trained cascade on held-out shapes prompts, judged on the pixels (`imagen.eval`).
 
-    python bench/quality.py --model runs/shapes [--quick] [--sections default,steps,guidance,sr,progress]
+    python bench/quality.py --model runs/shapes [--quick] [--seeds N] [--sections default,steps,guidance,sr,progress]
                                                 [--plot sweeps.png]
 
 Sections:
@@ -50,18 +50,19 @@ def _sr_fidelity(compared: list[dict]) -> dict:
     return {"sharpness_vs_bicubic": mean("ratio"), "flat_grain": mean("flat_grain"), "color_drift": mean("color_drift")}
 
 
-def default_section(pipe: Imagen, count: int, two_count: int, sr_count: int) -> dict:
-    """The base stage on `count` one- and `two_count` two-object prompts; the SR stages (costly at 1024 px) on
-    the first `sr_count` one-object and a third as many two-object prompts, with the base outputs they upsample
-    judged beside them."""
+def default_section(pipe: Imagen, count: int, two_count: int, sr_count: int, seeds: int = 1) -> dict:
+    """The base stage on `count` one- and `two_count` two-object prompts, drawn with seeds 0 to `seeds` - 1 and
+    judged pooled; the SR stages (costly at 1024 px) on the first `sr_count` one-object and a third as many
+    two-object prompts, seed 0, with the base outputs they upsample judged beside them."""
     from imagen.eval import evaluate
 
     one, two = held_out_prompts(count), held_out_prompts(two_count, objects=2)
     started = time.perf_counter()
-    base = pipe.generate(one + two, seed=0, stop_at_stage="base", max_batch_size=16, progress=False)["base"]
-    result = {"prompts": {"one_object": len(one), "two_objects": len(two)},
+    base = torch.cat([pipe.generate(one + two, seed=seed, stop_at_stage="base", max_batch_size=16,
+                                    progress=False)["base"] for seed in range(seeds)])
+    result = {"prompts": {"one_object": len(one), "two_objects": len(two)}, "seeds": seeds,
               "base_seconds": round(time.perf_counter() - started, 1)}
-    summary = evaluate(base, one + two)
+    summary = evaluate(base, (one + two) * seeds)
     result[f"base{base.shape[-1]}"] = {**_scores(summary), "two_objects": _scores(summary, "two_objects")}
     if len(pipe.stages) == 1:
         return result
@@ -171,17 +172,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sections", default="default", help="comma-separated: default,steps,guidance,sr,progress")
     parser.add_argument("--prompts", type=int, help="held-out one-object prompts per setting, and as many two-object "
                                                     "ones in the default section (default 48, quick 8)")
+    parser.add_argument("--seeds", type=int, default=1, help="the default section's base images per prompt (seeds 0 "
+                                                             "to N - 1, judged pooled; one figure on 48 prompts "
+                                                             "moves by several points with the noise drawn)")
     parser.add_argument("--plot", type=Path, help="also draw the sweeps as line charts into this PNG")
     parser.add_argument("--sr-prompts", type=int, help="one-object prompts drawn through the SR stages (default 8, "
                                                        "quick 2)")
     args = parser.parse_args(argv)
+    if args.seeds < 1:
+        parser.error(f"--seeds must be at least 1 (got {args.seeds})")
     torch.manual_seed(0)
     pipe = Imagen.from_pretrained(args.model)
     count = args.prompts or (8 if args.quick else 48)
     result: dict = {"model": str(args.model), "machine": machine()}
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     if "default" in sections:
-        result.update(default_section(pipe, count, count, args.sr_prompts or (2 if args.quick else 8)))
+        result.update(default_section(pipe, count, count, args.sr_prompts or (2 if args.quick else 8), args.seeds))
     sweeps = {}
     if "steps" in sections:
         sweeps["steps"] = steps_section(pipe, count, args.quick)
