@@ -209,7 +209,8 @@ def _tune(variant: str, runs: Path, minutes: float, steps: int | None, rank: int
     extra = [a.format(rank=rank) for a in VARIANTS[variant]]
     for override in overrides:
         extra += ["--set", override]
-    budget = ["--minutes", str(minutes)] + (["--max-steps", str(steps)] if steps else [])
+    # a step cap always: without one the model's own max_steps (its last training run's) would end the tuning
+    budget = ["--minutes", str(minutes), "--max-steps", str(steps or 10**6)]
     cmd = [sys.executable, "-m", "trainers.cli", "--init-from", "shapes", "--stage", "base", "--data",
            str(runs / "data"), "--output", str(run), *budget, "--no-progress", *TUNING, *extra]
     started = time.perf_counter()
