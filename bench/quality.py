@@ -50,13 +50,13 @@ def _sr_fidelity(compared: list[dict]) -> dict:
     return {"sharpness_vs_bicubic": mean("ratio"), "flat_grain": mean("flat_grain"), "color_drift": mean("color_drift")}
 
 
-def default_section(pipe: Imagen, count: int, two_count: int, sr_count: int, seeds: int = 1) -> dict:
-    """The base stage on `count` one- and `two_count` two-object prompts, drawn with seeds 0 to `seeds` - 1 and
+def default_section(pipe: Imagen, count: int, sr_count: int, seeds: int = 1) -> dict:
+    """The base stage on `count` one- and as many two-object prompts, drawn with seeds 0 to `seeds` - 1 and
     judged pooled; the SR stages (costly at 1024 px) on the first `sr_count` one-object and a third as many
     two-object prompts, seed 0, with the base outputs they upsample judged beside them."""
     from imagen.eval import evaluate
 
-    one, two = held_out_prompts(count), held_out_prompts(two_count, objects=2)
+    one, two = held_out_prompts(count), held_out_prompts(count, objects=2)
     started = time.perf_counter()
     base = torch.cat([pipe.generate(one + two, seed=seed, stop_at_stage="base", max_batch_size=16,
                                     progress=False)["base"] for seed in range(seeds)])
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     result: dict = {"model": str(args.model), "machine": machine()}
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     if "default" in sections:
-        result.update(default_section(pipe, count, count, args.sr_prompts or (2 if args.quick else 8), args.seeds))
+        result.update(default_section(pipe, count, args.sr_prompts or (2 if args.quick else 8), args.seeds))
     sweeps = {}
     if "steps" in sections:
         sweeps["steps"] = steps_section(pipe, count, args.quick)
