@@ -13,7 +13,7 @@ runs a doubled batch of 2 at full resolution, the 1024 px stage included) and th
   GPU: the device's practical peak), in rounds that each take the bar again beside their timings, the median
   round's MFU reported with the rounds' range (a 2-core machine's speed drifts by a third between runs);
 - where a step's time goes: self time per operator type (torch.profiler; CPU time, or GPU kernel time on a GPU),
-  the top ones as shares;
+  the top ones as shares, and the aten operator calls it dispatches (`train_op_calls`, `sample_op_calls`);
 - with --levers, each lever alone on the sampling forward and the training step: the text encoded once per
   sampling run against in every forward, channels_last memory format, no_grad instead of inference_mode, fused
   AdamW against its per-tensor loop, the U-Nets' own GroupNorm backward against torch's (channels_last), 1x1
@@ -176,9 +176,10 @@ def bench_workloads(device: torch.device, batch: int = 8) -> list[Workload]:
     return loads
 
 
-def breakdown(fn, device: torch.device, top: int = 8) -> dict:
+def breakdown(fn, device: torch.device, top: int = 8) -> tuple[dict, int]:
     """Self time per operator type over one call of `fn` (CPU time, or GPU kernel time on a GPU), as shares of the
-    total, the largest first."""
+    total, the largest first; and how many aten operator calls it dispatched, nested ones included (each costs
+    microseconds of dispatch whatever its size: on a small step, the overhead a compiled graph removes)."""
     from torch.profiler import ProfilerActivity, profile
 
     gpu = device.type == "cuda"
@@ -191,7 +192,8 @@ def breakdown(fn, device: torch.device, top: int = 8) -> dict:
         rows = [(e.key, e.self_cpu_time_total) for e in events]
     total = sum(t for _, t in rows) or 1.0
     rows.sort(key=lambda r: -r[1])
-    return {key: round(t / total, 3) for key, t in rows[:top]}
+    calls = sum(e.count for e in events if e.key.startswith("aten::"))
+    return {key: round(t / total, 3) for key, t in rows[:top]}, calls
 
 
 def measure(load: Workload, bar, repeats: int, rounds: int = 3, by_op: bool = True) -> dict:
@@ -214,8 +216,8 @@ def measure(load: Workload, bar, repeats: int, rounds: int = 3, by_op: bool = Tr
                 f"{kind}_gflops": _sig(flops / seconds / 1e9), f"{kind}_mfu": _sig(statistics.median(mfus)),
                 f"{kind}_mfu_range": [_sig(min(mfus)), _sig(max(mfus))]}
     if by_op:
-        row |= {"train_time_by_op": breakdown(load.train_step, load.device),
-                "sample_time_by_op": breakdown(load.sample_forward, load.device)}
+        for kind, fn in (("train", load.train_step), ("sample", load.sample_forward)):
+            row[f"{kind}_time_by_op"], row[f"{kind}_op_calls"] = breakdown(fn, load.device)
     return row
 
 
@@ -359,7 +361,8 @@ def main(argv: list[str] | None = None) -> int:
         low, high = row["sample_mfu_range"]
         print(f"{load.name:>14}: train {row['train_gflops']:6.1f} GFLOP/s (MFU {row['train_mfu']:.0%}), sample "
               f"{row['sample_gflops']:6.1f} GFLOP/s (MFU {row['sample_mfu']:.0%}, rounds {low:.0%}-{high:.0%}) in "
-              f"{row['sample_s']:.3f} s; bar {row['matmul_gflops']:.0f} GFLOP/s", file=sys.stderr, flush=True)
+              f"{row['sample_s']:.3f} s; bar {row['matmul_gflops']:.0f} GFLOP/s; operator calls "
+              f"{row['train_op_calls']} / {row['sample_op_calls']}", file=sys.stderr, flush=True)
         if args.sweep:
             row["batch_sweep"] = batch_sweep(load, bar, repeats)
             print(f"{'':>14}  batch sweep: {row['batch_sweep']}", file=sys.stderr, flush=True)

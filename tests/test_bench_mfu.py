@@ -34,6 +34,7 @@ def test_a_workload_is_measured_against_the_matmul_rate():
         shares = row[f"{kind}_time_by_op"]
         assert 0 < sum(shares.values()) <= 1.001 and list(shares.values()) == sorted(shares.values(), reverse=True)
     assert any("conv" in op for op in row["train_time_by_op"])
+    assert row["train_op_calls"] > 2 * row["sample_op_calls"] > 0  # a backward dispatches more than its forward
     assert all(p.grad is None for p in net.parameters())  # the optimiser step cleared them
     assert torch.is_grad_enabled()
 
