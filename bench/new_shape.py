@@ -20,6 +20,8 @@ With `--phrase "sks triangle"`: the captions and the sampled prompts name the st
 (DreamBooth's recipe: a rare identifier before a class noun the model knows); the judge still reads "star".
 With `--generalisation`: where RUNS/full draws the star (tuning prompts; new colours, new positions apart).
 With `--cost`: the sampling time of one image with RUNS/lora's adapters unmerged and merged, against none.
+With `--adapter-scales 1,0.75,0.5`: RUNS/lora's adapters judged at each sampling scale (what is learnt against what
+is kept).
 With `--picture PNG`: the README's before/after grid instead (the shipped model and the `full` and `lora`
 runs of RUNS on four held-out star prompts, one tuning prompt and one original prompt, at 256 px).
 
@@ -104,9 +106,10 @@ def write_data(directory: Path, phrase: str) -> dict:
 
 
 def judge_model(model: str, lora: str | None, star_prompts: list[str], original_prompts: list[str],
-                phrase: str = SHAPE) -> dict:
-    """Base-stage compliance (one-object scores) of `model` (+ `lora`) on the star and the original prompts,
-    and the sampling time of the star prompts; the star prompts are sampled with the star named by `phrase`."""
+                phrase: str = SHAPE, scale: float = 1.0) -> dict:
+    """Base-stage compliance (one-object scores) of `model` (+ `lora` at `scale`) on the star and the original
+    prompts, and the sampling time of the star prompts; the star prompts are sampled with the star named by
+    `phrase`."""
     import torch
 
     from imagen import Imagen
@@ -115,12 +118,12 @@ def judge_model(model: str, lora: str | None, star_prompts: list[str], original_
     torch.manual_seed(0)
     pipe = Imagen.from_pretrained(model, device="auto")
     if lora:
-        pipe.load_lora(lora)
+        pipe.load_lora(lora, scale=scale)
     result = {}
     for name, prompts, shapes in (("star", star_prompts, ALL_SHAPES), ("original", original_prompts, SHAPES)):
         started = time.perf_counter()
         sampled = [phrased(p, phrase) for p in prompts] if name == "star" else prompts
-        images = pipe.generate(sampled, seed=0, max_batch_size=16, stop_at_stage="base")["base"]
+        images = pipe.generate(sampled, seed=0, max_batch_size=16, stop_at_stage="base", progress=False)["base"]
         seconds = time.perf_counter() - started
         summary = evaluate(images.cpu(), prompts, shapes)["one_object"]
         result[name] = {k: round(summary[k], 4) for k in ATTRIBUTES}
@@ -174,6 +177,18 @@ def adapter_cost(lora: Path, repeats: int) -> dict:
     result["unmerged_over_none"] = round(result["unmerged_s"] / result["none_s"], 3)
     result["merged_over_none"] = round(result["merged_s"] / result["none_s"], 3)
     return result
+
+
+def adapter_scales(lora: Path, scales: list[float], star_prompts: list[str], original_prompts: list[str]) -> dict:
+    """The adapters in `lora` judged at each sampling scale (`imagen-sample --lora DIR:SCALE`): a smaller scale
+    keeps more of what the model knew and less of what the adapters taught; `kept` against the shipped model."""
+    shipped = judge_model("shapes", None, star_prompts, original_prompts)["original"]
+    rows = {}
+    for scale in scales:
+        row = judge_model("shapes", str(lora), star_prompts, original_prompts, scale=scale)
+        row["kept"] = {k: round(row["original"][k] / max(shipped[k], 1e-9), 4) for k in ATTRIBUTES}
+        rows[str(scale)] = row
+    return rows
 
 
 def generalisation(run: Path) -> dict:
@@ -247,6 +262,8 @@ def main() -> None:
                         help="only judge where RUNS/full draws the star: tuning prompts, new colours, new positions")
     parser.add_argument("--cost", action="store_true", help="only time sampling with RUNS/lora's adapters unmerged "
                                                             "and merged against none (one image, 7 repeats)")
+    parser.add_argument("--adapter-scales", help="only judge RUNS/lora's adapters at these comma-separated "
+                                                  "sampling scales (e.g. 1,0.75,0.5)")
     parser.add_argument("--judge", action="store_true", help=argparse.SUPPRESS)  # worker: judge one model
     parser.add_argument("--model", default="shapes", help=argparse.SUPPRESS)
     parser.add_argument("--lora", help=argparse.SUPPRESS)
@@ -259,6 +276,14 @@ def main() -> None:
         return
     if args.generalisation:
         emit({"generalisation": generalisation(args.runs / "full"), "machine": machine(args.threads)}, args.out)
+        return
+    if args.adapter_scales:
+        from imagen.eval.model import held_out_prompts
+
+        scales = [float(v) for v in args.adapter_scales.split(",")]
+        emit({"adapter_scales": adapter_scales(args.runs / "lora", scales, held_out_star_prompts(args.star_prompts),
+                                               held_out_prompts(args.original_prompts)),
+              "machine": machine(args.threads)}, args.out)
         return
     if args.cost:
         emit({"adapter_cost": adapter_cost(args.runs / "lora", 7), "machine": machine(args.threads)}, args.out)
