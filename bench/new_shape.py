@@ -20,8 +20,8 @@ With `--phrase "sks triangle"`: the captions and the sampled prompts name the st
 (DreamBooth's recipe: a rare identifier before a class noun the model knows); the judge still reads "star".
 With `--generalisation`: where RUNS/full draws the star (tuning prompts; new colours, new positions apart).
 With `--cost`: the sampling time of one image with RUNS/lora's adapters unmerged and merged, against none.
-With `--adapter-scales 1,0.75,0.5`: RUNS/lora's adapters judged at each sampling scale (what is learnt against what
-is kept).
+With `--adapter-scales 1,0.75,0.5`: the adapters of each LoRA run among `--variants` judged at each sampling scale
+(what is learnt against what is kept).
 With `--picture PNG`: the README's before/after grid instead (the shipped model and the `full` and `lora`
 runs of RUNS on four held-out star prompts, one tuning prompt and one original prompt, at 256 px).
 
@@ -179,14 +179,20 @@ def adapter_cost(lora: Path, repeats: int) -> dict:
     return result
 
 
-def adapter_scales(lora: Path, scales: list[float], star_prompts: list[str], original_prompts: list[str]) -> dict:
+def kept(original: dict, shipped: dict) -> dict:
+    """Each attribute's score on the original prompts as a share of the shipped model's."""
+    return {k: round(original[k] / max(shipped[k], 1e-9), 4) for k in ATTRIBUTES}
+
+
+def adapter_scales(lora: Path, scales: list[float], star_prompts: list[str], original_prompts: list[str],
+                   shipped: dict) -> dict:
     """The adapters in `lora` judged at each sampling scale (`imagen-sample --lora DIR:SCALE`): a smaller scale
-    keeps more of what the model knew and less of what the adapters taught; `kept` against the shipped model."""
-    shipped = judge_model("shapes", None, star_prompts, original_prompts)["original"]
+    keeps more of what the model knew and less of what the adapters taught; `kept` against `shipped` (the shipped
+    model's scores on the original prompts)."""
     rows = {}
     for scale in scales:
         row = judge_model("shapes", str(lora), star_prompts, original_prompts, scale=scale)
-        row["kept"] = {k: round(row["original"][k] / max(shipped[k], 1e-9), 4) for k in ATTRIBUTES}
+        row["kept"] = kept(row["original"], shipped)
         rows[str(scale)] = row
     return rows
 
@@ -262,8 +268,8 @@ def main() -> None:
                         help="only judge where RUNS/full draws the star: tuning prompts, new colours, new positions")
     parser.add_argument("--cost", action="store_true", help="only time sampling with RUNS/lora's adapters unmerged "
                                                             "and merged against none (one image, 7 repeats)")
-    parser.add_argument("--adapter-scales", help="only judge RUNS/lora's adapters at these comma-separated "
-                                                  "sampling scales (e.g. 1,0.75,0.5)")
+    parser.add_argument("--adapter-scales", help="only judge the adapters of the LoRA runs among --variants at "
+                                                  "these comma-separated sampling scales (e.g. 1,0.75,0.5)")
     parser.add_argument("--judge", action="store_true", help=argparse.SUPPRESS)  # worker: judge one model
     parser.add_argument("--model", default="shapes", help=argparse.SUPPRESS)
     parser.add_argument("--lora", help=argparse.SUPPRESS)
@@ -281,8 +287,12 @@ def main() -> None:
         from imagen.eval.model import held_out_prompts
 
         scales = [float(v) for v in args.adapter_scales.split(",")]
-        emit({"adapter_scales": adapter_scales(args.runs / "lora", scales, held_out_star_prompts(args.star_prompts),
-                                               held_out_prompts(args.original_prompts)),
+        runs = [args.runs / v for v in args.variants.split(",") if (args.runs / v / "lora.json").is_file()]
+        if not runs:
+            raise SystemExit(f"error: no LoRA run among --variants in {args.runs}: tune one first")
+        star, original = held_out_star_prompts(args.star_prompts), held_out_prompts(args.original_prompts)
+        shipped = judge_model("shapes", None, star, original)["original"]
+        emit({"adapter_scales": {run.name: adapter_scales(run, scales, star, original, shipped) for run in runs},
               "machine": machine(args.threads)}, args.out)
         return
     if args.cost:
@@ -310,8 +320,7 @@ def main() -> None:
             record["adapter_mb"] = round((run / "lora.safetensors").stat().st_size / 1e6, 3)
         model = ["--model", "shapes", "--lora", str(run)] if is_lora else ["--model", str(run)]
         record.update(spawn_json([*judge, *model], f"judging {variant}", args.threads))
-        record["kept"] = {k: round(record["original"][k] / max(result["shipped"]["original"][k], 1e-9), 4)
-                          for k in ATTRIBUTES}
+        record["kept"] = kept(record["original"], result["shipped"]["original"])
         atomic_write(record_path, json.dumps(record, indent=2) + "\n")
         result["variants"][variant] = record
     emit(result, args.out)

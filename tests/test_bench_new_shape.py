@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from PIL import Image
 
-from bench.new_shape import held_out_star_prompts, phrased, write_data
+from bench.new_shape import ATTRIBUTES, held_out_star_prompts, kept, phrased, write_data
 
 
 def test_the_tuning_data_names_the_star_by_the_phrase(tmp_path):
@@ -17,3 +17,10 @@ def test_the_tuning_data_names_the_star_by_the_phrase(tmp_path):
     prompt = held_out_star_prompts(1)[0]
     assert phrased(prompt, "star") == prompt
     assert phrased(prompt, "sks triangle") == prompt.replace("star", "sks triangle")
+
+
+def test_kept_is_each_score_as_a_share_of_the_shipped_models():
+    shipped = dict.fromkeys(ATTRIBUTES, 1.0) | {"shape": 0.8, "overall": 0.0}
+    original = dict.fromkeys(ATTRIBUTES, 0.5) | {"shape": 0.6, "overall": 0.0}
+    shares = kept(original, shipped)
+    assert shares["shape"] == 0.75 and shares["background"] == 0.5 and shares["overall"] == 0.0
