@@ -239,6 +239,17 @@ def _tune(variant: str, runs: Path, minutes: float, steps: int | None, rank: int
     return {"tune_minutes": round((time.perf_counter() - started) / 60, 2)}
 
 
+def _scales(text: str) -> list[float]:
+    """`--adapter-scales`: comma-separated positive numbers."""
+    try:
+        scales = [float(v) for v in text.split(",")]
+    except ValueError:
+        scales = []
+    if not scales or min(scales) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated positive scales, e.g. 1,0.75,0.5")
+    return scales
+
+
 def _steps(run: Path) -> int:
     """The steps the tuned base took (its metrics log's last step)."""
     records = map(json.loads, (run / "base" / "metrics.jsonl").read_text().splitlines())
@@ -268,8 +279,9 @@ def main() -> None:
                         help="only judge where RUNS/full draws the star: tuning prompts, new colours, new positions")
     parser.add_argument("--cost", action="store_true", help="only time sampling with RUNS/lora's adapters unmerged "
                                                             "and merged against none (one image, 7 repeats)")
-    parser.add_argument("--adapter-scales", help="only judge the adapters of the LoRA runs among --variants at "
-                                                  "these comma-separated sampling scales (e.g. 1,0.75,0.5)")
+    parser.add_argument("--adapter-scales", type=_scales,
+                        help="only judge the adapters of the LoRA runs among --variants at these comma-separated "
+                             "sampling scales (e.g. 1,0.75,0.5)")
     parser.add_argument("--judge", action="store_true", help=argparse.SUPPRESS)  # worker: judge one model
     parser.add_argument("--model", default="shapes", help=argparse.SUPPRESS)
     parser.add_argument("--lora", help=argparse.SUPPRESS)
@@ -286,14 +298,13 @@ def main() -> None:
     if args.adapter_scales:
         from imagen.eval.model import held_out_prompts
 
-        scales = [float(v) for v in args.adapter_scales.split(",")]
         runs = [args.runs / v for v in args.variants.split(",") if (args.runs / v / "lora.json").is_file()]
         if not runs:
             raise SystemExit(f"error: no LoRA run among --variants in {args.runs}: tune one first")
         star, original = held_out_star_prompts(args.star_prompts), held_out_prompts(args.original_prompts)
         shipped = judge_model("shapes", None, star, original)["original"]
-        emit({"adapter_scales": {run.name: adapter_scales(run, scales, star, original, shipped) for run in runs},
-              "machine": machine(args.threads)}, args.out)
+        rows = {run.name: adapter_scales(run, args.adapter_scales, star, original, shipped) for run in runs}
+        emit({"adapter_scales": rows, "machine": machine(args.threads)}, args.out)
         return
     if args.cost:
         emit({"adapter_cost": adapter_cost(args.runs / "lora", 7), "machine": machine(args.threads)}, args.out)

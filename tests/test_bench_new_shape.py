@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
+
+import pytest
 from PIL import Image
 
-from bench.new_shape import ATTRIBUTES, held_out_star_prompts, kept, phrased, write_data
+from bench.new_shape import ATTRIBUTES, _scales, held_out_star_prompts, kept, phrased, write_data
 
 
 def test_the_tuning_data_names_the_star_by_the_phrase(tmp_path):
@@ -24,3 +27,10 @@ def test_kept_is_each_score_as_a_share_of_the_shipped_models():
     original = dict.fromkeys(ATTRIBUTES, 0.5) | {"shape": 0.6, "overall": 0.0}
     shares = kept(original, shipped)
     assert shares["shape"] == 0.75 and shares["background"] == 0.5 and shares["overall"] == 0.0
+
+
+def test_adapter_scales_are_positive_numbers_or_one_clear_error():
+    assert _scales("1,0.75,0.5") == [1.0, 0.75, 0.5]
+    for bad in ("1,x", "0,1", "-0.5", ""):
+        with pytest.raises(argparse.ArgumentTypeError, match="positive scales"):
+            _scales(bad)
