@@ -28,7 +28,7 @@ from .options import SamplingOptions, StageOptions, StageValue, per_stage
 from .output import ImagenOutput, check_output_type
 from .request import Request
 from .stage import Stage, StageEdit
-from .text import EMBEDDED, TextEncoder, load_text_encoder, parse_dtype, same_encoder
+from .text import EMBEDDED, TextEncoder, load_text_encoder, pad_tokens, parse_dtype, same_encoder
 
 
 class Imagen(nn.Module):
@@ -113,8 +113,12 @@ class Imagen(nn.Module):
         return next(self.parameters()).device
 
     def encode_prompts(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Text embeddings (B, L, D) and mask (B, L), on the cascade's device."""
+        """Text embeddings (B, L, D) and mask (B, L), on the cascade's device; L is the longest prompt's length, or
+        the encoder's `max_length` once a stage is compiled (one graph for every prompt: a new length would
+        compile the stage again, for as long as the first time)."""
         embeds, mask = self.text_encoder.encode(list(prompts))
+        if self.compiled:
+            embeds, mask = pad_tokens(embeds, mask, self.text_encoder.max_length)
         return embeds.to(self.device, torch.float32), mask.to(self.device)
 
     def request(self, prompt: str | Sequence[str], *, negative_prompt: str | Sequence[str] | None = None,

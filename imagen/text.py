@@ -154,6 +154,13 @@ class T5TextEncoder:
                 f"max_length={self.max_length}, dtype={self.dtype}, device={self.device})")
 
 
+def pad_tokens(embeds: torch.Tensor, mask: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(embeds (B, L, D), mask (B, L))` padded to L = `length` with masked-out zeros: what attention reads is
+    unchanged, and a compiled U-Net sees one text shape for every caption."""
+    pad, missing = torch.nn.functional.pad, length - mask.shape[1]
+    return pad(embeds, (0, 0, 0, missing)), pad(mask, (0, missing), value=False)
+
+
 def load_text_encoder(config: TextEncoderConfig, device: str | torch.device | None = None) -> T5TextEncoder:
     """The encoder a `TextEncoderConfig` names (`embedded`, a hub name or a local path), frozen."""
     return T5TextEncoder.from_pretrained(config.name, max_length=config.max_length, dtype=config.dtype,

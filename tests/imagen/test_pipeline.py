@@ -302,6 +302,9 @@ def test_compile_keeps_the_weights_names_and_the_images(tiny_model_dir):
     assert not [w for w in caught if "lru_cache" in str(w.message)]  # the position features traced quietly
     for name in a:
         torch.testing.assert_close(a[name], b[name], atol=ATOL, rtol=0)
+    # compiled, every prompt's text is read at the encoder's max_length (masked padding: the same images)
+    assert compiled.encode_prompts([PROMPTS[0]])[1].shape[1] == compiled.text_encoder.max_length > \
+        plain.encode_prompts([PROMPTS[0]])[1].shape[1]
 
 
 def test_compiling_freezes_the_weights_in_and_keeps_the_images(tiny_model_dir, one_thread):
@@ -313,6 +316,9 @@ def test_compiling_freezes_the_weights_in_and_keeps_the_images(tiny_model_dir, o
     a = plain.generate([PROMPTS[0]], seed=2, progress=False, stop_at_stage="base")
     b = compiled.generate([PROMPTS[0]], seed=2, progress=False, stop_at_stage="base")
     torch.testing.assert_close(a["base"], b["base"], atol=1e-4, rtol=0)
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    compiled.generate(["a red circle"], seed=2, progress=False, stop_at_stage="base")  # fewer tokens: no recompile
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs
     with pytest.raises(ValueError, match="load LoRA adapters before compile"):
         compiled.load_lora(tiny_model_dir)
     with pytest.raises(ValueError, match="no stage 'sr3' to compile; this model's stages: base, sr1, sr2"):

@@ -1,3 +1,9 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 TINY_BASE = [
@@ -14,6 +20,27 @@ TINY_SR = [
     "sr1.train.max_steps=3", "sr1.train.max_minutes=0", "sr1.train.warmup_steps=0", "sr1.train.log_every=1",
     "sr1.train.checkpoint_every=2", "sr1.sampler.num_steps=2",
 ]
+
+ACCELERATE = Path(sys.executable).parent / "accelerate"
+LAUNCH_ENV = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+
+
+def launch_training(args: list[str], processes: int, port: int) -> None:
+    """`imagen-train ARGS` in one process, or under `accelerate launch` on `processes` CPU processes (gloo)."""
+    cli = ["-m", "trainers.cli", *args, "--no-progress"]
+    if processes == 1:
+        command = [sys.executable, *cli]
+    else:
+        command = [str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", str(processes), "--num_machines",
+                   "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port), *cli]
+    done = subprocess.run(command, env=LAUNCH_ENV, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def step_losses(run: Path) -> dict[int, float]:
+    """The base stage's logged loss by step."""
+    lines = (run / "base" / "metrics.jsonl").read_text().splitlines()
+    return {r["step"]: r["loss"] for r in map(json.loads, lines) if "loss" in r and not r.get("skipped")}
 
 
 @pytest.fixture

@@ -6,10 +6,7 @@ exported model."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,47 +15,29 @@ from safetensors.torch import load_file
 
 from trainers.checkpoints import list_checkpoints, load_checkpoint
 
-from .conftest import TINY_BASE
+from .conftest import TINY_BASE, launch_training, step_losses
 
-ACCELERATE = Path(sys.executable).parent / "accelerate"
 STEPS = 10
 # a warm-up (the schedule must count global steps), gradient clipping and checkpointing inside the FSDP units
 SETTINGS = [*TINY_BASE, "sr1=none", "sr2=none", "base.train.max_steps=10", "base.train.checkpoint_every=5",
             "base.train.keep_checkpoints=5", "base.train.warmup_steps=3", "base.train.batch_size=8",
             "base.unet.gradient_checkpointing=true"]
-ENV = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-
-
-def _train(args: list[str], processes: int, port: int) -> None:
-    cli = ["-m", "trainers.cli", *args, "--no-progress"]
-    if processes == 1:
-        command = [sys.executable, *cli]
-    else:
-        command = [str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", str(processes), "--num_machines",
-                   "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port), *cli]
-    done = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-
-
-def _losses(run: Path) -> dict[int, float]:
-    lines = (run / "base" / "metrics.jsonl").read_text().splitlines()
-    return {r["step"]: r["loss"] for r in map(json.loads, lines) if "loss" in r and not r.get("skipped")}
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("sharding")
     sets = [x for s in SETTINGS for x in ("--set", s)]
-    _train(["--config", "shapes-tiny", "--output", str(root / "one"), *sets], 1, 0)
-    _train(["--config", "shapes-tiny", "--output", str(root / "fsdp"), *sets, "--set", "base.train.sharding=fsdp"],
-           2, 29531)
-    _train(["--config", "shapes-tiny", "--output", str(root / "ddp"), *sets], 2, 29535)
+    launch_training(["--config", "shapes-tiny", "--output", str(root / "one"), *sets], 1, 0)
+    launch_training(["--config", "shapes-tiny", "--output", str(root / "fsdp"), *sets,
+                     "--set", "base.train.sharding=fsdp"], 2, 29531)
+    launch_training(["--config", "shapes-tiny", "--output", str(root / "ddp"), *sets], 2, 29535)
     return {"one": root / "one", "fsdp": root / "fsdp", "ddp": root / "ddp", "root": root}
 
 
 @pytest.mark.parametrize("mode", ["fsdp", "ddp"])
 def test_two_processes_take_the_steps_of_one(runs, mode):
-    one, two = _losses(runs["one"]), _losses(runs[mode])
+    one, two = step_losses(runs["one"]), step_losses(runs[mode])
     assert sorted(one) == sorted(two) == list(range(1, STEPS + 1))
     for step in one:  # float32 sums in another order: equal to ~1e-6 relative
         assert two[step] == pytest.approx(one[step], rel=1e-4), step
@@ -91,8 +70,8 @@ def test_sharded_export_equals_the_unsharded_run(runs):
     for name in one:
         torch.testing.assert_close(two[name], one[name], rtol=1e-4, atol=1e-5, msg=name)
     # --export reads the sharded checkpoint in one process, with no launch
-    _train(["--output", str(runs["fsdp"]), "--resume", "--export", "--export-to", str(runs["root"] / "exported")],
-           1, 0)
+    launch_training(["--output", str(runs["fsdp"]), "--resume", "--export", "--export-to",
+                     str(runs["root"] / "exported")], 1, 0)
     exported = load_file(str(runs["root"] / "exported" / "base.safetensors"))
     for name in two:
         assert torch.equal(exported[name], two[name]), name
@@ -103,8 +82,8 @@ def test_sharded_resume_repeats_the_run_exactly(runs):
     shutil.copytree(runs["fsdp"], resumed)
     shutil.rmtree(resumed / "base" / "checkpoints" / "step-000010")
     (resumed / "base.safetensors").unlink()
-    _train(["--output", str(resumed), "--resume"], 2, 29533)
-    first, again = _losses(runs["fsdp"]), _losses(resumed)
+    launch_training(["--output", str(resumed), "--resume"], 2, 29533)
+    first, again = step_losses(runs["fsdp"]), step_losses(resumed)
     for step in range(6, STEPS + 1):
         assert again[step] == first[step], step
     exported = load_file(str(resumed / "base.safetensors"))
@@ -115,8 +94,8 @@ def test_sharded_resume_repeats_the_run_exactly(runs):
 
 def test_sharded_fine_tuning_starts_from_the_model(runs):
     tuned = runs["root"] / "tuned"
-    _train(["--init-from", str(runs["one"]), "--output", str(tuned), "--max-steps", "2",
-            "--set", "base.train.sharding=fsdp", "--set", "base.train.lr=1e-12"], 2, 29537)
+    launch_training(["--init-from", str(runs["one"]), "--output", str(tuned), "--max-steps", "2",
+                     "--set", "base.train.sharding=fsdp", "--set", "base.train.lr=1e-12"], 2, 29537)
     start, after = load_file(str(runs["one"] / "base.safetensors")), load_file(str(tuned / "base.safetensors"))
     for name in start:  # a vanishing learning rate: the tuned weights are the model's, gathered from the shards
         torch.testing.assert_close(after[name], start[name], atol=1e-6, rtol=0, msg=name)
@@ -126,8 +105,8 @@ def test_sharded_lora_writes_adapters_that_load(runs):
     from imagen import Imagen
 
     adapters = runs["root"] / "lora"
-    _train(["--init-from", str(runs["one"]), "--output", str(adapters), "--lora", "4", "--max-steps", "2",
-            "--set", "base.train.sharding=fsdp", "--set", "base.train.sample_every=2"], 2, 29539)
+    launch_training(["--init-from", str(runs["one"]), "--output", str(adapters), "--lora", "4", "--max-steps", "2",
+                     "--set", "base.train.sharding=fsdp", "--set", "base.train.sample_every=2"], 2, 29539)
     pipe = Imagen.from_pretrained(runs["one"])
     pipe.load_lora(adapters)
     assert list((adapters / "base" / "samples").glob("*.png"))  # the preview, drawn from gathered adapters

@@ -1,0 +1,59 @@
+"""`imagen-train --compile` (train.compile) on captions of different lengths. A compiled U-Net is fed the text at
+the encoder's full `max_length` in every batch, one graph for the whole run: a new caption length would recompile
+it with symbolic shapes, and the backward inductor builds for those fails (torch 2.13). The padding is masked
+out, so the losses are those of the eager run."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from configs import load_config
+from trainers.run import prepare_run_dir, train_run
+from trainers.text_features import TextFeatures
+
+from .conftest import TINY_BASE, launch_training, step_losses
+
+STEPS = 10
+SETTINGS = [*TINY_BASE, "sr1=none", "sr2=none", f"base.train.max_steps={STEPS}", "base.train.checkpoint_every=5",
+            "base.train.warmup_steps=3", "base.train.batch_size=8"]
+
+
+def test_a_compiled_run_reads_fixed_length_text_with_the_eager_losses(tmp_path, monkeypatch):
+    lengths, compiled = [], []
+    features = TextFeatures.__call__
+
+    def spy(self, captions):
+        embeds, mask = features(self, captions)
+        lengths.append((embeds.shape[1], mask.shape[1], tuple(mask.sum(1).tolist())))
+        return embeds, mask
+
+    monkeypatch.setattr(TextFeatures, "__call__", spy)
+    runs = {}
+    for name, extra in (("eager", []), ("compiled", ["base.train.compile=true"])):
+        config = load_config("shapes-tiny", [*SETTINGS, *extra])
+        prepare_run_dir(tmp_path / name, config, False)
+        with monkeypatch.context() as patch:  # the trainer's request to compile, kept without inductor's build
+            patch.setattr(torch.nn.Module, "compile", lambda net, **kwargs: compiled.append(type(net).__name__))
+            train_run(config, tmp_path / name, ["base"], resume=False, progress=False)
+        runs[name] = step_losses(tmp_path / name)
+    eager, fixed = lengths[:STEPS], lengths[STEPS:]
+    assert compiled == ["EfficientUNet"]
+    assert len({width for width, _, _ in eager}) > 1  # the captions' token counts differ from batch to batch
+    full = config.text.max_length
+    assert {(width, mask) for width, mask, _ in fixed} == {(full, full)}  # the encoder's max_length, every batch
+    assert [tokens for _, _, tokens in fixed] == [tokens for _, _, tokens in eager]
+    assert runs["compiled"] == pytest.approx(runs["eager"], rel=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("processes, sharding", [(1, "none"), (2, "fsdp")])
+def test_compiled_training_runs_with_inductor(tmp_path, processes, sharding):
+    sets = [x for s in [*SETTINGS, "base.unet.gradient_checkpointing=true"] for x in ("--set", s)]
+    launch_training(["--config", "shapes-tiny", "--output", str(tmp_path / "eager"), *sets], 1, 0)
+    launch_training(["--config", "shapes-tiny", "--output", str(tmp_path / "compiled"), *sets, "--compile",
+                     "--set", f"base.train.sharding={sharding}"], processes, 29541)
+    eager, compiled = step_losses(tmp_path / "eager"), step_losses(tmp_path / "compiled")
+    assert sorted(compiled) == list(range(1, STEPS + 1))
+    for step in eager:  # inductor's fused kernels sum in another order
+        assert compiled[step] == pytest.approx(eager[step], rel=1e-3), step
