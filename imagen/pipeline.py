@@ -115,7 +115,7 @@ class Imagen(nn.Module):
     def encode_prompts(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Text embeddings (B, L, D) and mask (B, L), on the cascade's device; L is the longest prompt's length, or
         the encoder's `max_length` once a stage is compiled (one graph for every prompt: a new length would
-        compile the stage again, for as long as the first time)."""
+        compile the stage again, with symbolic shapes, for longer than the first time)."""
         embeds, mask = self.text_encoder.encode(list(prompts))
         if self.compiled:
             embeds, mask = pad_tokens(embeds, mask, self.text_encoder.max_length)
