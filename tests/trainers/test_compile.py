@@ -47,7 +47,7 @@ def test_a_compiled_run_reads_fixed_length_text_with_the_eager_losses(tmp_path, 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("processes, sharding", [(1, "none"), (2, "fsdp")])
+@pytest.mark.parametrize("processes, sharding", [(1, "none"), (2, "none"), (2, "fsdp")])  # one, DDP, FSDP
 def test_compiled_training_runs_with_inductor(tmp_path, processes, sharding):
     sets = [x for s in [*SETTINGS, "base.unet.gradient_checkpointing=true"] for x in ("--set", s)]
     launch_training(["--config", "shapes-tiny", "--output", str(tmp_path / "eager"), *sets], 1, 0)
