@@ -96,6 +96,7 @@ class Imagen(nn.Module):
             raise ValueError(f"no stage {unknown[0]!r} to compile; this model's stages: {', '.join(self.stages)}")
         if kwargs.get("backend", "inductor") == "inductor" and "mode" not in kwargs:
             kwargs.setdefault("options", {"freezing": True})
+        kwargs.setdefault("dynamic", False)
         for name in names:
             self.stages[name].net.compile(**kwargs)
         self.compiled = [n for n in self.stages if n in names or n in self.compiled]

@@ -124,7 +124,9 @@ class StageTrainer:
     def _build_stage(self) -> Stage:
         stage = self._plain_stage()
         if self.train.compile:
-            stage.net.compile()  # in place: the state dict keeps its names
+            # in place: the state dict keeps its names; sizes fixed, as the stages before this one in the same
+            # process ran the same forward code at other sizes (torch would recompile it with symbolic ones)
+            stage.net.compile(dynamic=False)
         if self.sharded:
             shard(stage, self.acc)
         return stage

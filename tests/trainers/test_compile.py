@@ -19,30 +19,38 @@ SETTINGS = [*TINY_BASE, "sr1=none", "sr2=none", f"base.train.max_steps={STEPS}",
             "base.train.warmup_steps=3", "base.train.batch_size=8"]
 
 
-def test_a_compiled_run_reads_fixed_length_text_with_the_eager_losses(tmp_path, monkeypatch):
-    lengths, compiled = [], []
-    features = TextFeatures.__call__
+def test_a_compiled_run_reads_fixed_length_text_with_fixed_shapes_and_the_eager_losses(tmp_path, monkeypatch,
+                                                                                      tiny_cascade_overrides):
+    lengths, symbolic = [], []
+    features, compile_module = TextFeatures.__call__, torch.nn.Module.compile
 
     def spy(self, captions):
         embeds, mask = features(self, captions)
         lengths.append((embeds.shape[1], mask.shape[1], tuple(mask.sum(1).tolist())))
         return embeds, mask
 
+    def record(graph, example_inputs):  # a backend that notes whether a graph takes symbolic sizes, then runs it
+        symbolic.append(any(isinstance(node.meta.get("example_value"), torch.SymInt)
+                            for node in graph.graph.nodes if node.op == "placeholder"))
+        return graph.forward
+
     monkeypatch.setattr(TextFeatures, "__call__", spy)
-    runs = {}
-    for name, extra in (("eager", []), ("compiled", ["base.train.compile=true"])):
-        config = load_config("shapes-tiny", [*SETTINGS, *extra])
+    runs, settings = {}, [*tiny_cascade_overrides, "base.train.max_steps=10", "sr1.train.max_steps=2",
+                          "sr1.train.crop_size=0"]  # the SR stage at 32 px after the 16 px base
+    for name, extra in (("eager", []), ("compiled", ["base.train.compile=true", "sr1.train.compile=true"])):
+        config = load_config("shapes-tiny", [*settings, *extra])
         prepare_run_dir(tmp_path / name, config, False)
-        with monkeypatch.context() as patch:  # the trainer's request to compile, kept without inductor's build
-            patch.setattr(torch.nn.Module, "compile", lambda net, **kwargs: compiled.append(type(net).__name__))
-            train_run(config, tmp_path / name, ["base"], resume=False, progress=False)
+        with monkeypatch.context() as patch:  # the trainer's own compile call, with a recording backend
+            patch.setattr(torch.nn.Module, "compile", lambda net, **kwargs: compile_module(net, **kwargs,
+                                                                                          backend=record))
+            train_run(config, tmp_path / name, ["base", "sr1"], resume=False, progress=False)
         runs[name] = step_losses(tmp_path / name)
-    eager, fixed = lengths[:STEPS], lengths[STEPS:]
-    assert compiled == ["EfficientUNet"]
+    eager, fixed = lengths[:12], lengths[12:]
     assert len({width for width, _, _ in eager}) > 1  # the captions' token counts differ from batch to batch
     full = config.text.max_length
     assert {(width, mask) for width, mask, _ in fixed} == {(full, full)}  # the encoder's max_length, every batch
     assert [tokens for _, _, tokens in fixed] == [tokens for _, _, tokens in eager]
+    assert symbolic and not any(symbolic)  # every graph of fixed sizes, the SR stage's included
     assert runs["compiled"] == pytest.approx(runs["eager"], rel=1e-5)
 
 
