@@ -89,7 +89,10 @@ class Imagen(nn.Module):
         pays the compile, which torch caches on disk for later processes. `kwargs` go to torch.compile; unless
         they name a `mode`, `options` or another backend, the weights are frozen into the graph (inductor's `freezing`:
         constants folded and, on a CPU, oneDNN weights prepacked), so load LoRA adapters and choose the dtype
-        first. On 2 CPU cores this pays for the 64 px base alone (`bench/mfu.py --levers`). Returns the pipe."""
+        first. Sizes are fixed (`dynamic=False`): one graph per stage and batch size, and torch keeps 8 for the
+        U-Nets' shared forward in a process (`torch._dynamo.config.recompile_limit`), beyond which a stage runs
+        eagerly with torch's warning. On 2 CPU cores this pays for the 64 px base alone (`bench/mfu.py --levers`).
+        Returns the pipe."""
         names = list(self.stages) if stages is None else list(stages)
         unknown = [n for n in names if n not in self.stages]
         if unknown:
