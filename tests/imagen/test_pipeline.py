@@ -307,22 +307,15 @@ def test_compile_keeps_the_weights_names_and_the_images(tiny_model_dir):
         plain.encode_prompts([PROMPTS[0]])[1].shape[1]
 
 
-def test_every_compiled_stage_keeps_a_graph_of_fixed_shapes(tiny_model_dir):
+def test_every_compiled_stage_keeps_a_graph_of_fixed_shapes(tiny_model_dir, graph_recorder):
     """The stages' U-Nets share their forward code: the second resolution seen must not make torch recompile
     that code with symbolic sizes (slower, and at 1024 px inductor failed to build it)."""
     from imagen import Imagen
 
-    symbolic = []
-
-    def record(graph, example_inputs):  # a backend that notes whether a graph takes symbolic sizes, then runs it
-        symbolic.append(any(isinstance(node.meta.get("example_value"), torch.SymInt)
-                            for node in graph.graph.nodes if node.op == "placeholder"))
-        return graph.forward
-
-    pipe = Imagen.from_pretrained(tiny_model_dir).compile(backend=record)
+    pipe = Imagen.from_pretrained(tiny_model_dir).compile(backend=graph_recorder)
     pipe.generate([PROMPTS[0]], seed=2, progress=False)
     pipe.generate([PROMPTS[1]], seed=2, progress=False)  # another prompt length: the text is padded alike
-    assert symbolic == [False, False, False]  # one graph per stage (16, 32, 64 px), every size fixed
+    assert graph_recorder.symbolic == [False, False, False]  # one graph per stage (16, 32, 64 px), every size fixed
 
 
 def test_compiling_freezes_the_weights_in_and_keeps_the_images(tiny_model_dir, one_thread):

@@ -19,20 +19,15 @@ SETTINGS = [*TINY_BASE, "sr1=none", "sr2=none", f"base.train.max_steps={STEPS}",
             "base.train.warmup_steps=3", "base.train.batch_size=8"]
 
 
-def test_a_compiled_run_reads_fixed_length_text_with_fixed_shapes_and_the_eager_losses(tmp_path, monkeypatch,
-                                                                                      tiny_cascade_overrides):
-    lengths, symbolic = [], []
+def test_a_compiled_run_reads_fixed_length_text_at_fixed_sizes_with_the_eager_losses(
+        tmp_path, monkeypatch, tiny_cascade_overrides, graph_recorder):
+    lengths = []
     features, compile_module = TextFeatures.__call__, torch.nn.Module.compile
 
     def spy(self, captions):
         embeds, mask = features(self, captions)
         lengths.append((embeds.shape[1], mask.shape[1], tuple(mask.sum(1).tolist())))
         return embeds, mask
-
-    def record(graph, example_inputs):  # a backend that notes whether a graph takes symbolic sizes, then runs it
-        symbolic.append(any(isinstance(node.meta.get("example_value"), torch.SymInt)
-                            for node in graph.graph.nodes if node.op == "placeholder"))
-        return graph.forward
 
     monkeypatch.setattr(TextFeatures, "__call__", spy)
     runs, settings = {}, [*tiny_cascade_overrides, "base.train.max_steps=10", "sr1.train.max_steps=2",
@@ -42,7 +37,7 @@ def test_a_compiled_run_reads_fixed_length_text_with_fixed_shapes_and_the_eager_
         prepare_run_dir(tmp_path / name, config, False)
         with monkeypatch.context() as patch:  # the trainer's own compile call, with a recording backend
             patch.setattr(torch.nn.Module, "compile", lambda net, **kwargs: compile_module(net, **kwargs,
-                                                                                          backend=record))
+                                                                                          backend=graph_recorder))
             train_run(config, tmp_path / name, ["base", "sr1"], resume=False, progress=False)
         runs[name] = step_losses(tmp_path / name)
     eager, fixed = lengths[:12], lengths[12:]
@@ -50,7 +45,7 @@ def test_a_compiled_run_reads_fixed_length_text_with_fixed_shapes_and_the_eager_
     full = config.text.max_length
     assert {(width, mask) for width, mask, _ in fixed} == {(full, full)}  # the encoder's max_length, every batch
     assert [tokens for _, _, tokens in fixed] == [tokens for _, _, tokens in eager]
-    assert symbolic and not any(symbolic)  # every graph of fixed sizes, the SR stage's included
+    assert graph_recorder.symbolic and not any(graph_recorder.symbolic)  # fixed sizes, the SR stage's too
     assert runs["compiled"] == pytest.approx(runs["eager"], rel=1e-5)
 
 
