@@ -21,6 +21,11 @@ TINY_SR = [
     "sr1.train.checkpoint_every=2", "sr1.sampler.num_steps=2",
 ]
 
+LAUNCH_STEPS = 10
+# a warm-up (the schedule must count global steps), gradient clipping and checkpointing inside the FSDP units
+LAUNCH_SETTINGS = [*TINY_BASE, "sr1=none", "sr2=none", f"base.train.max_steps={LAUNCH_STEPS}",
+                   "base.train.checkpoint_every=5", "base.train.keep_checkpoints=5", "base.train.warmup_steps=3",
+                   "base.train.batch_size=8", "base.unet.gradient_checkpointing=true"]
 ACCELERATE = Path(sys.executable).parent / "accelerate"
 LAUNCH_ENV = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 

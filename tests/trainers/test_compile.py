@@ -12,21 +12,17 @@ from configs import load_config
 from trainers.run import prepare_run_dir, train_run
 from trainers.text_features import TextFeatures
 
-from .conftest import TINY_BASE, launch_training, step_losses
-
-STEPS = 10
-SETTINGS = [*TINY_BASE, "sr1=none", "sr2=none", f"base.train.max_steps={STEPS}", "base.train.checkpoint_every=5",
-            "base.train.warmup_steps=3", "base.train.batch_size=8"]
+from .conftest import LAUNCH_SETTINGS, LAUNCH_STEPS, launch_training, step_losses
 
 
 def test_a_compiled_run_reads_fixed_length_text_at_fixed_sizes_with_the_eager_losses(
         tmp_path, monkeypatch, tiny_cascade_overrides, graph_recorder):
-    lengths = []
+    lengths = []  # per run: the text's width, the mask's width and the real tokens of each batch
     features, compile_module = TextFeatures.__call__, torch.nn.Module.compile
 
     def spy(self, captions):
         embeds, mask = features(self, captions)
-        lengths.append((embeds.shape[1], mask.shape[1], tuple(mask.sum(1).tolist())))
+        lengths[-1].append((embeds.shape[1], mask.shape[1], tuple(mask.sum(1).tolist())))
         return embeds, mask
 
     monkeypatch.setattr(TextFeatures, "__call__", spy)
@@ -35,12 +31,13 @@ def test_a_compiled_run_reads_fixed_length_text_at_fixed_sizes_with_the_eager_lo
     for name, extra in (("eager", []), ("compiled", ["base.train.compile=true", "sr1.train.compile=true"])):
         config = load_config("shapes-tiny", [*settings, *extra])
         prepare_run_dir(tmp_path / name, config, False)
+        lengths.append([])
         with monkeypatch.context() as patch:  # the trainer's own compile call, with a recording backend
             patch.setattr(torch.nn.Module, "compile", lambda net, **kwargs: compile_module(net, **kwargs,
                                                                                           backend=graph_recorder))
             train_run(config, tmp_path / name, ["base", "sr1"], resume=False, progress=False)
         runs[name] = step_losses(tmp_path / name)
-    eager, fixed = lengths[:12], lengths[12:]
+    eager, fixed = lengths
     assert len({width for width, _, _ in eager}) > 1  # the captions' token counts differ from batch to batch
     full = config.text.max_length
     assert {(width, mask) for width, mask, _ in fixed} == {(full, full)}  # the encoder's max_length, every batch
@@ -52,11 +49,11 @@ def test_a_compiled_run_reads_fixed_length_text_at_fixed_sizes_with_the_eager_lo
 @pytest.mark.slow
 @pytest.mark.parametrize("processes, sharding", [(1, "none"), (2, "none"), (2, "fsdp")])  # one, DDP, FSDP
 def test_compiled_training_runs_with_inductor(tmp_path, processes, sharding):
-    sets = [x for s in [*SETTINGS, "base.unet.gradient_checkpointing=true"] for x in ("--set", s)]
+    sets = [x for s in LAUNCH_SETTINGS for x in ("--set", s)]
     launch_training(["--config", "shapes-tiny", "--output", str(tmp_path / "eager"), *sets], 1, 0)
     launch_training(["--config", "shapes-tiny", "--output", str(tmp_path / "compiled"), *sets, "--compile",
                      "--set", f"base.train.sharding={sharding}"], processes, 29541)
     eager, compiled = step_losses(tmp_path / "eager"), step_losses(tmp_path / "compiled")
-    assert sorted(compiled) == list(range(1, STEPS + 1))
+    assert sorted(compiled) == list(range(1, LAUNCH_STEPS + 1))
     for step in eager:  # inductor's fused kernels sum in another order
         assert compiled[step] == pytest.approx(eager[step], rel=1e-3), step

@@ -15,19 +15,13 @@ from safetensors.torch import load_file
 
 from trainers.checkpoints import list_checkpoints, load_checkpoint
 
-from .conftest import TINY_BASE, launch_training, step_losses
-
-STEPS = 10
-# a warm-up (the schedule must count global steps), gradient clipping and checkpointing inside the FSDP units
-SETTINGS = [*TINY_BASE, "sr1=none", "sr2=none", "base.train.max_steps=10", "base.train.checkpoint_every=5",
-            "base.train.keep_checkpoints=5", "base.train.warmup_steps=3", "base.train.batch_size=8",
-            "base.unet.gradient_checkpointing=true"]
+from .conftest import LAUNCH_SETTINGS, LAUNCH_STEPS, launch_training, step_losses
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("sharding")
-    sets = [x for s in SETTINGS for x in ("--set", s)]
+    sets = [x for s in LAUNCH_SETTINGS for x in ("--set", s)]
     launch_training(["--config", "shapes-tiny", "--output", str(root / "one"), *sets], 1, 0)
     launch_training(["--config", "shapes-tiny", "--output", str(root / "fsdp"), *sets,
                      "--set", "base.train.sharding=fsdp"], 2, 29531)
@@ -38,10 +32,10 @@ def runs(tmp_path_factory) -> dict[str, Path]:
 @pytest.mark.parametrize("mode", ["fsdp", "ddp"])
 def test_two_processes_take_the_steps_of_one(runs, mode):
     one, two = step_losses(runs["one"]), step_losses(runs[mode])
-    assert sorted(one) == sorted(two) == list(range(1, STEPS + 1))
+    assert sorted(one) == sorted(two) == list(range(1, LAUNCH_STEPS + 1))
     for step in one:  # float32 sums in another order: equal to ~1e-6 relative
         assert two[step] == pytest.approx(one[step], rel=1e-4), step
-    assert len(set(one.values())) == STEPS  # the losses move: a real run, not a constant
+    assert len(set(one.values())) == LAUNCH_STEPS  # the losses move: a real run, not a constant
     assert not (runs[mode] / "base" / "checkpoints" / "step-000010" / "sharded").exists() or mode == "fsdp"
 
 
@@ -84,7 +78,7 @@ def test_sharded_resume_repeats_the_run_exactly(runs):
     (resumed / "base.safetensors").unlink()
     launch_training(["--output", str(resumed), "--resume"], 2, 29533)
     first, again = step_losses(runs["fsdp"]), step_losses(resumed)
-    for step in range(6, STEPS + 1):
+    for step in range(6, LAUNCH_STEPS + 1):
         assert again[step] == first[step], step
     exported = load_file(str(resumed / "base.safetensors"))
     reference = load_file(str(runs["fsdp"] / "base.safetensors"))
