@@ -4,7 +4,8 @@ SHA-256 is recorded in config.json and checked when it is read.
 
     model_dir/
       config.json          {"format": "imagen-cascade", "version": 1, "config": {...}, "text_encoder": {...},
-                            "stages": ["base", "sr1"], "digests": {"base.safetensors": SHA-256, ...}}
+                            "stages": ["base", "sr1"], "digests": {"base.safetensors": SHA-256, ...},
+                            "base_model": {...}}  (a fine-tuned model only: see `base_model_record`)
       base.safetensors
       sr1.safetensors
 """
@@ -35,9 +36,11 @@ def pretrained_names() -> list[str]:
 
 
 def write_model(directory: str | Path, config: RunConfig, text_identity: dict,
-                state_dicts: dict[str, dict[str, torch.Tensor]], dtype: torch.dtype | None = None) -> Path:
+                state_dicts: dict[str, dict[str, torch.Tensor]], dtype: torch.dtype | None = None,
+                base_model: dict | None = None) -> Path:
     """Write the layout above. `state_dicts` maps stage name -> U-Net weights; stages without weights are
-    dropped from the saved config (a partial cascade). Weight files first, config.json last, each atomic."""
+    dropped from the saved config (a partial cascade); `base_model`: the model it was fine-tuned from
+    (`base_model_record`). Weight files first, config.json last, each atomic."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     stages = [name for name in config.stages() if name in state_dicts]
@@ -55,7 +58,7 @@ def write_model(directory: str | Path, config: RunConfig, text_identity: dict,
         if name not in stages:
             saved[name] = None
     document = {"format": FORMAT, "version": VERSION, "config": saved, "text_encoder": text_identity,
-                "stages": stages, "digests": digests}
+                "stages": stages, "digests": digests, **({"base_model": base_model} if base_model else {})}
     atomic_write(directory / CONFIG_FILE, json.dumps(document, indent=2))
     return directory
 
@@ -101,6 +104,20 @@ def read_model(directory: Path) -> tuple[RunConfig, dict, dict[str, dict[str, to
     weights = {name: load_stage_weights(directory / weights_file(name), name, digests.get(weights_file(name)))
                for name in config.stages()}
     return config, document.get("text_encoder", {}), weights
+
+
+def read_document(directory: Path) -> dict:
+    """A saved model's config.json as written, unchecked (`read_model` checks it)."""
+    return json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
+
+
+def base_model_record(directory: Path, name: str, stages: list[str]) -> dict:
+    """What a model fine-tuned from the saved model in `directory` records of it: the name it was given by, its
+    weight files' SHA-256, the stages the tuning trained, and its own `base_model` when it was tuned too, so a
+    model's whole lineage back to its first training run stays in its config.json."""
+    document = read_document(directory)
+    record = {"name": name, "digests": document.get("digests", {}), "stages_tuned": stages}
+    return {**record, **({"base_model": document["base_model"]} if "base_model" in document else {})}
 
 
 def weights_file(stage: str) -> str:

@@ -40,6 +40,7 @@ class Imagen(nn.Module):
         self.text_encoder = text_encoder
         self.stages = nn.ModuleDict({name: Stage(cfg, text_encoder.embed_dim) for name, cfg in config.stages().items()})
         self.name_or_path: str | None = None  # what from_pretrained loaded
+        self.base_model: dict | None = None  # the model it was fine-tuned from, as its config.json records it
         self.loras: list[dict] = []  # the LoRA adapters added by load_lora, recorded with every image
         self.compiled: list[str] = []  # the stages `compile` compiled
 
@@ -67,6 +68,7 @@ class Imagen(nn.Module):
         _check_text_encoder(identity, encoder, directory)
         pipe = cls(config, encoder)
         pipe.name_or_path = str(name_or_path)
+        pipe.base_model = checkpoint.read_document(directory).get("base_model")
         for name, stage in pipe.stages.items():
             checkpoint.load_weights(stage.net, weights[name], directory / checkpoint.weights_file(name))
         return pipe.to(device, dtype).eval()
@@ -108,9 +110,11 @@ class Imagen(nn.Module):
     def save_pretrained(self, directory: str | Path, dtype: torch.dtype | None = None,
                         state_dicts: dict[str, dict[str, torch.Tensor]] | None = None) -> Path:
         """Write config.json + one safetensors file per stage (`dtype`, e.g. torch.float16, to ship smaller).
-        `state_dicts` overrides the weights written (the trainer passes EMA weights, or only trained stages)."""
+        `state_dicts` overrides the weights written (the trainer passes EMA weights, or only trained stages). The
+        model it was fine-tuned from, if any (`base_model`), is recorded again."""
         weights = state_dicts if state_dicts is not None else {n: s.net.state_dict() for n, s in self.stages.items()}
-        return checkpoint.write_model(directory, self.config, self.text_encoder.identity, weights, dtype)
+        return checkpoint.write_model(directory, self.config, self.text_encoder.identity, weights, dtype,
+                                      base_model=self.base_model)
 
     @property
     def device(self) -> torch.device:

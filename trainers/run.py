@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,6 +119,7 @@ def train_run(config: RunConfig, run_dir: Path, stages: list[str], *, resume: bo
         _check_init(init, encoder.identity, stages)
     inherited = {} if init is None or lora else {
         n: w for n, w in init.weights.items() if n in config.stages() and n not in stages}
+    base_model = None if init is None else checkpoint.base_model_record(init.directory, init.name, stages)
     results: dict[str, StageResult] = {}
     for name in stages:
         trainer = StageTrainer(config, name, run_dir / name, accelerator, encoder, cache_dir=run_dir / "text-cache",
@@ -133,7 +133,7 @@ def train_run(config: RunConfig, run_dir: Path, stages: list[str], *, resume: bo
             export_lora(run_dir, config.stages()[name].train, init.name, encoder.identity,
                         {name: adapter_weights(result.ema_state)})
         elif accelerator.is_main_process:
-            export(run_dir, config, encoder.identity, {**inherited, name: result.ema_state})
+            export(run_dir, config, encoder.identity, {**inherited, name: result.ema_state}, base_model)
         accelerator.wait_for_everyone()
         if result.reason == "interrupted":
             break
@@ -150,15 +150,18 @@ def _check_init(init: InitModel, text_identity: dict, stages: list[str]) -> None
                          "keep the model's text encoder (drop the text.* overrides)")
 
 
-def export(run_dir: Path, config: RunConfig, text_identity: dict, weights: dict) -> None:
-    """(Re)write the exported model in `run_dir` with `weights` plus the stages exported before."""
+def export(run_dir: Path, config: RunConfig, text_identity: dict, weights: dict,
+           base_model: dict | None = None) -> None:
+    """(Re)write the exported model in `run_dir` with `weights` plus the stages exported before; `base_model`
+    (the model a fine-tuning run started from) defaults to what the previous export recorded."""
     previous = {}
-    model_config = run_dir / checkpoint.CONFIG_FILE
-    if model_config.is_file():
-        for name in json.loads(model_config.read_text(encoding="utf-8")).get("stages", []):
+    if (run_dir / checkpoint.CONFIG_FILE).is_file():
+        document = checkpoint.read_document(run_dir)
+        base_model = base_model or document.get("base_model")
+        for name in document.get("stages", []):
             if name not in weights and (run_dir / f"{name}.safetensors").is_file():
                 previous[name] = checkpoint.load_stage_weights(run_dir / f"{name}.safetensors")
-    checkpoint.write_model(run_dir, config, text_identity, {**previous, **weights})
+    checkpoint.write_model(run_dir, config, text_identity, {**previous, **weights}, base_model=base_model)
 
 
 def export_lora(run_dir: Path, train, base_model: str, text_identity: dict,

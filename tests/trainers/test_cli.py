@@ -110,6 +110,33 @@ def test_tuning_one_stage_exports_the_whole_cascade(tmp_path, capsys, tiny_casca
     assert any(not torch.equal(tuned[k], v) for k, v in source.stages["base"].net.state_dict().items())
 
 
+def test_a_tuned_model_records_its_lineage(tmp_path, capsys, tiny_overrides):
+    from imagen import Imagen
+
+    def document(name):
+        return json.loads((tmp_path / name / "config.json").read_text())
+
+    sets = [x for o in tiny_overrides for x in ("--set", o)]
+    assert main(["--config", "shapes-tiny", "--output", str(tmp_path / "first"), *sets, "--max-steps", "1",
+                 "--no-progress"]) == 0
+    assert "base_model" not in document("first")
+    for source, target in (("first", "tuned"), ("tuned", "tuned-again")):
+        code, _, err = _run(["--init-from", str(tmp_path / source), "--output", str(tmp_path / target),
+                             "--max-steps", "1", "--no-progress"], capsys)
+        assert code == 0, err
+    lineage = document("tuned-again")["base_model"]
+    assert lineage["name"] == str(tmp_path / "tuned") and lineage["stages_tuned"] == ["base"]
+    assert lineage["digests"] == document("tuned")["digests"]
+    assert lineage["base_model"] == document("tuned")["base_model"]
+    assert lineage["base_model"]["digests"] == document("first")["digests"]
+    # kept by a later export of the run and by save_pretrained
+    code, _, err = _run(["--output", str(tmp_path / "tuned-again"), "--export"], capsys)
+    assert code == 0, err
+    assert document("tuned-again")["base_model"] == lineage
+    Imagen.from_pretrained(tmp_path / "tuned-again").save_pretrained(tmp_path / "copy")
+    assert document("copy")["base_model"] == lineage
+
+
 @pytest.mark.parametrize(("extra", "message"), [
     (["--set", "base.unet.channels=16"], "weights do not match the model config"),
     (["--stage", "sr1", "--config", "shapes-tiny"], "has no stage sr1"),
