@@ -53,8 +53,8 @@ def _serve(args: argparse.Namespace) -> int:
         raise UsageError("the web app needs Gradio, an optional extra: pip install -e '.[app]'") from None
     from .pipeline import Imagen, resolve_device
 
+    port = serving_port(args.host, args.port)  # before the model loads
     pipe = Imagen.from_pretrained(args.model, device=resolve_device(args.device), dtype=args.dtype)
-    port = args.port or free_port(args.host)
     app = build_app(pipe)
     print(f"{PROG}: serving {args.model} at http://{args.host}:{port}/ (Ctrl-C to stop)", flush=True)
     app.queue(default_concurrency_limit=1).launch(server_name=args.host, server_port=port, quiet=True,
@@ -62,10 +62,16 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def free_port(host: str) -> int:
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
+def serving_port(host: str, port: int) -> int:
+    """`port` (0: a free one) once a trial bind on `host` shows the app can serve there; UsageError if not."""
+    if not 0 <= port <= 65535:
+        raise UsageError(f"--port {port}: give a port in 1-65535, or leave --port out for a free one")
+    try:
+        with socket.socket() as probe:
+            probe.bind((host, port))
+            return probe.getsockname()[1]
+    except OSError as e:
+        raise UsageError(f"cannot serve at --host {host} --port {port}: {e.strerror or e}") from None
 
 
 class Controls:

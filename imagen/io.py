@@ -32,6 +32,18 @@ def atomic_write(path: str | Path, data: bytes | str) -> None:
     fsync_dir(path.parent)
 
 
+def check_writable(path: str | Path) -> None:
+    """OSError unless `atomic_write(path, ...)` can create its temp file beside `path`: a real trial write, since
+    permission bits alone pass on read-only mounts, /proc, and for root."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory, not a file name")
+    trial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(trial, "wb"):
+        pass
+    trial.unlink()
+
+
 def check_regular_file(path: str | Path) -> None:
     """OSError unless `path` is a regular file (following symlinks): FIFOs, devices, sockets and directories are
     never opened (a FIFO would block the reader forever); a symlink loop fails here too."""

@@ -25,6 +25,7 @@ from .text import same_encoder
 
 FORMAT = "imagen-lora"
 CONFIG_FILE, WEIGHTS_FILE = "lora.json", "lora.safetensors"
+REQUIRED_KEYS = ("rank", "alpha", "conv", "stages")  # what loading reads from lora.json
 TARGETS = {  # what an adapter adapts -> the modules it wraps
     "attention": r".*attn\.(self_attn\.(qkv|out)|cross_attn\.(q|kv|out))$",
     # only the keys and values the text gives cross-attention (Custom Diffusion, Kumari et al. 2023): what the
@@ -113,6 +114,9 @@ def read_lora(directory: str | Path) -> tuple[dict, dict[str, dict[str, torch.Te
                          f"imagen-train --lora writes them): {e}") from None
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise ValueError(f"{config_path}: not an {FORMAT} config")
+    missing = [key for key in REQUIRED_KEYS if key not in document]
+    if missing:
+        raise ValueError(f"{config_path}: no {missing[0]!r} (damaged? rewrite it with imagen-train --lora)")
     verify(directory / WEIGHTS_FILE, data, (document.get("digests") or {}).get(WEIGHTS_FILE))
     tensors = load_safetensors(data)
     weights: dict[str, dict[str, torch.Tensor]] = {stage: {} for stage in document["stages"]}
@@ -147,7 +151,12 @@ def load_lora(pipe, directory: str | Path, scale: float = 1.0, merge: bool = Fal
 
         config = lora_config(document["rank"], document["alpha"], document["conv"], document.get("target", "attention"))
         inject_adapter_in_model(config, net, adapter_name=name)
-        result = set_peft_model_state_dict(net, state, adapter_name=name)
+        try:
+            result = set_peft_model_state_dict(net, state, adapter_name=name)
+        except RuntimeError as e:  # torch's size mismatch: adapters of another architecture
+            first = next((line.strip() for line in str(e).splitlines() if "size mismatch" in line), str(e))
+            raise ValueError(f"{directory}: adapter weights do not fit stage {stage} ({first.rstrip('.')}); "
+                             f"load them onto {document.get('base_model')!r}") from None
         missing = [k for k in result.missing_keys if "lora_" in k and f".{name}." in k]
         if missing:
             raise ValueError(f"{directory}: adapter weights do not fit stage {stage} (e.g. {missing[0]} is missing); "

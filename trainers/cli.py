@@ -99,6 +99,8 @@ def resolve(args: argparse.Namespace, init_config=None):
     else:
         raise ValueError("--config is required (a preset name or a config file) unless --resume finds a run or "
                          "--init-from names a model")
+    if args.lora is not None and args.lora < 1:
+        raise ValueError(f"--lora {args.lora}: the rank must be >= 1 (leave --lora out to tune every weight)")
     if args.lora is None and (args.lora_conv or args.lora_target):
         raise ValueError("--lora-conv and --lora-target choose what --lora RANK adapts: give --lora RANK too")
     overrides = list(args.overrides)
@@ -161,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     from imagen.io import keep_freed_memory
 
     keep_freed_memory()
+    created = False  # whether this process made a new run directory
     try:
         init = None
         if args.init_from:
@@ -186,19 +189,25 @@ def main(argv: list[str] | None = None) -> int:
             where = export_checkpoint(args.output, config, stages, step=args.export_step, output=args.export_to)
             print(f"imagen-train: exported {', '.join(stages)} to {where}", file=sys.stderr)
             return 0
-        from .run import is_launch_main_process, prepare_run_dir, run_lock, train_run
+        from .run import check_output_dir, is_launch_main_process, prepare_run_dir, run_lock, train_run
         from .trainer import TrainingError
 
         if not args.no_memory_check:
             from .plan import check_training_memory
 
             check_training_memory(config, stages, world=int(os.environ.get("WORLD_SIZE", "1")))
+        new_run = check_output_dir(args.output, args.resume)
         with run_lock(args.output):
             prepare_run_dir(args.output, config, args.resume)
+            created = new_run and is_launch_main_process()
             results = train_run(config, args.output, stages, resume=args.resume, progress=not args.no_progress,
                                 init=init)
     except ValueError as e:
         print(f"imagen-train: error: {e}", file=sys.stderr)
+        if created:  # made by this command and refused before its first checkpoint: gone again
+            from .run import remove_unstarted_run
+
+            remove_unstarted_run(args.output)
         return 2
     except OSError as e:
         print(f"imagen-train: error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), file=sys.stderr)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,6 +90,26 @@ def run_lock(run_dir: Path):
 def is_launch_main_process() -> bool:
     """Whether this is the main process of a launch (or no launch), known before the process group exists."""
     return int(os.environ.get("RANK", "0")) == 0
+
+
+def check_output_dir(run_dir: Path, resume: bool) -> bool:
+    """Refuse, before anything is written, an --output that is a file or a non-empty directory holding no run
+    (a saved model, the user's own files): training would write over it. Returns whether the run directory is new
+    (absent or empty), so that a run refused before its first checkpoint can be removed again."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ValueError(f"--output {run_dir} is a file: give a directory for the run")
+    entries = [p.name for p in run_dir.iterdir() if p.name != LOCK_FILE] if run_dir.is_dir() else []
+    if entries and not resume and not (run_dir / RUN_CONFIG).is_file():
+        raise ValueError(f"--output {run_dir} is not empty and holds no imagen-train run (it has {entries[0]}): "
+                         "choose a new or empty directory")
+    return not entries
+
+
+def remove_unstarted_run(run_dir: Path) -> None:
+    """Delete a new run directory whose run stopped before writing any checkpoint (a usage error found once the
+    run had started), so that the corrected command can start it again."""
+    if run_dir.is_dir() and not any(run_dir.glob("*/checkpoints/*")):
+        shutil.rmtree(run_dir)
 
 
 def prepare_run_dir(run_dir: Path, config: RunConfig, resume: bool) -> None:
@@ -198,6 +219,8 @@ def export_checkpoint(run_dir: Path, config: RunConfig, stages: list[str], *, st
         prefix = "ema_model."
         weights[name] = {k[len(prefix):]: v for k, v in state["ema"].items() if k.startswith(prefix)}
     output = output or run_dir
+    if output.resolve() != run_dir.resolve() and output.is_dir() and any(output.iterdir()):
+        raise ValueError(f"--export-to {output} is not empty: export into a new or empty directory")
     output.mkdir(parents=True, exist_ok=True)
     export(output, config, encoder.identity, weights)
     return output

@@ -23,7 +23,7 @@ from imagen.cli.common import Parser, UsageError, run_main
 from imagen.eval.compliance import ATTRIBUTES, Judgement, analyze, summarize
 from imagen.eval.sharpness import compare_to_bicubic, sharpness
 from imagen.eval.sources import Item, SourceError, collect
-from imagen.io import atomic_write, check_regular_file
+from imagen.io import atomic_write, check_regular_file, check_writable
 from imagen.shapes import ALL_SHAPES, SHAPES, parse_caption
 
 PROG = "imagen-eval"
@@ -152,8 +152,11 @@ def main(argv: list[str] | None = None) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     if args.low_res is not None and not args.low_res.is_dir():
         raise UsageError(f"--low-res: not a directory: {args.low_res}")
-    if args.json is not None and not (args.json.parent if str(args.json.parent) else Path(".")).is_dir():
-        raise UsageError(f"--json: directory does not exist: {args.json.parent}")
+    if args.json is not None:
+        try:
+            check_writable(args.json)
+        except OSError as e:
+            raise UsageError(f"--json {args.json}: cannot write the report there ({e.strerror or e})") from None
     items = collect(args.source, recursive=args.recursive)
     records, judgements, skipped = _judge_items(items, args.low_res, args.shapes)
     if not judgements:

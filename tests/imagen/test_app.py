@@ -18,6 +18,22 @@ def test_without_gradio_it_says_how_to_install_it(monkeypatch, capsys, tiny_mode
     assert err.count("\n") == 1 and "pip install -e '.[app]'" in err
 
 
+def test_an_address_it_cannot_serve_is_refused_before_the_model_loads(capsys, tmp_path):
+    import socket
+
+    pytest.importorskip("gradio")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        for argv, message in ((["--port", "70000"], "--port 70000: give a port in 1-65535"),
+                              (["--port", str(busy)], f"cannot serve at --host 127.0.0.1 --port {busy}"),
+                              (["--host", "no.such.host.invalid"], "cannot serve at --host no.such.host.invalid")):
+            assert main(["--model", str(tmp_path / "no-model"), *argv]) == 2  # no model: the address came first
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1 and message in err, err
+
+
 def test_a_painted_layer_is_the_mask():
     background = Image.new("RGB", (16, 16), (0, 0, 255))
     layer = Image.new("RGBA", (16, 16), (0, 0, 0, 0))

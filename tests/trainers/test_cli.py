@@ -27,13 +27,30 @@ def test_dry_run_prints_the_resolved_config(tmp_path, capsys):
     (["--config", "shapes-tiny", "--set", "base.train.lrr=1"], "unknown config key 'base.train.lrr'"),
     (["--config", "imagen-sr-256", "--stage", "base"], "--stage base: the config has no such stage"),
     (["--config", "shapes-tiny", "--data", "/no/such/folder"], "/no/such/folder"),
+    (["--config", "shapes-tiny", "--lora", "4"], "give it with --init-from MODEL"),
+    (["--init-from", "shapes", "--lora", "0"], "--lora 0: the rank must be >= 1"),
     (["--resume"], "nothing to resume"),
     ([], "--config is required"),
 ])
 def test_bad_arguments_exit_2_with_one_line(tmp_path, capsys, argv, message):
-    code, _, err = _run([*argv, "--output", str(tmp_path / "r")], capsys)
+    code, _, err = _run([*argv, "--output", str(tmp_path / "r"), "--no-progress"], capsys)
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("imagen-train: error: ") and message in err
+    assert not (tmp_path / "r").exists()  # refused before the first checkpoint: no run left to block the fix
+
+
+def test_an_output_holding_other_files_is_refused_untouched(tmp_path, capsys):
+    from imagen.checkpoint import PRETRAINED_DIR
+
+    (tmp_path / "notes.txt").write_text("mine")
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_bytes((PRETRAINED_DIR / "shapes" / "config.json").read_bytes())
+    for output, message in ((tmp_path / "notes.txt", "is a file"), (model, "holds no imagen-train run")):
+        code, _, err = _run(["--config", "shapes-tiny", "--output", str(output), "--no-progress"], capsys)
+        assert code == 2 and message in err and err.count("\n") == 1, err
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in model.iterdir()) == ["config.json"]
 
 
 def test_trains_exports_and_resumes(tmp_path, capsys, tiny_overrides):
@@ -72,6 +89,10 @@ def test_export_of_a_checkpoint_without_training(tmp_path, capsys, tiny_override
     assert any(not (at4[k] == final[k]).all() for k in at4)  # step 4's EMA, not step 6's
     code, _, err = _run(["--output", str(tmp_path / "run"), "--export", "--export-step", "5"], capsys)
     assert code == 2 and "no checkpoint at step 5" in err
+    exported = (tmp_path / "at4" / "base.safetensors").read_bytes()
+    code, _, err = _run(["--output", str(tmp_path / "run"), "--export", "--export-to", str(tmp_path / "at4")], capsys)
+    assert code == 2 and "--export-to" in err and "is not empty" in err
+    assert (tmp_path / "at4" / "base.safetensors").read_bytes() == exported
 
 
 def test_init_from_starts_from_the_model_weights_with_its_config(tmp_path, capsys, tiny_overrides):

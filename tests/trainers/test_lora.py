@@ -111,6 +111,23 @@ def test_imagen_sample_takes_adapters_and_records_them(trained, tmp_path, capsys
     assert "holds no lora.json" in capsys.readouterr().err
 
 
+def test_adapters_of_another_model_or_damaged_are_refused_in_one_line(trained, tmp_path):
+    import shutil
+
+    from imagen import Imagen
+
+    _, adapters = trained
+    with pytest.raises(ValueError, match=r"do not fit stage base \(size mismatch for .*\); load them onto"):
+        Imagen.from_pretrained("shapes").load_lora(adapters)  # trained on the tiny model, not the shipped one
+    damaged = tmp_path / "damaged"
+    shutil.copytree(adapters, damaged)
+    document = json.loads((damaged / "lora.json").read_text())
+    del document["stages"]
+    (damaged / "lora.json").write_text(json.dumps(document))
+    with pytest.raises(ValueError, match="no 'stages'"):
+        Imagen.from_pretrained(trained[0]).load_lora(damaged)
+
+
 def test_lora_needs_a_model_to_adapt(tmp_path, capsys):
     assert main(["--config", "shapes-tiny", "--lora", "4", "--output", str(tmp_path / "r"), "--stage", "base"]) == 2
     assert "give it with --init-from MODEL" in capsys.readouterr().err

@@ -86,7 +86,7 @@ def test_manifest_and_low_res(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("case", ["missing", "empty", "not_shapes", "bad_flag", "bad_low_res", "bad_json_dir",
-                                  "bad_manifest", "manifest_fields", "not_a_manifest"])
+                                  "json_is_dir", "json_in_proc", "bad_manifest", "manifest_fields", "not_a_manifest"])
 def test_user_errors_exit_2_with_one_line(case, samples, tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -102,11 +102,13 @@ def test_user_errors_exit_2_with_one_line(case, samples, tmp_path, capsys):
     argv = {"missing": [str(tmp_path / "nope")], "empty": [str(empty)], "not_shapes": [str(only_bad)],
             "bad_flag": [str(samples), "--frobnicate"], "bad_low_res": [str(samples), "--low-res", str(tmp_path / "x")],
             "bad_json_dir": [str(samples), "--json", str(tmp_path / "no" / "such.json")],
+            "json_is_dir": [str(samples), "--json", str(empty)], "json_in_proc": [str(samples), "--json", "/proc/x.json"],
             "bad_manifest": [str(bad_manifest)], "manifest_fields": [str(fields)], "not_a_manifest": [str(other)]}[case]
     assert main(argv) == 2
     message = _error_line(capsys)
     expected = {"missing": "no such file", "empty": "no images", "not_shapes": "no image with a shapes caption",
                 "bad_flag": "unrecognized arguments", "bad_low_res": "--low-res", "bad_json_dir": "--json",
+                "json_is_dir": "is a directory", "json_in_proc": "--json /proc/x.json: cannot write the report",
                 "bad_manifest": "bad.jsonl:2: not valid JSON", "manifest_fields": '"image"',
                 "not_a_manifest": "expected a directory"}[case]
     assert expected in message
