@@ -200,8 +200,8 @@ class TrainConfig:
         _check(0.0 <= self.ema_decay < 1.0, "ema_decay must be in [0, 1)")
         _check(self.lora_rank >= 0 and self.lora_alpha >= 0, "lora_rank and lora_alpha must be >= 0")
         _check(self.crop_candidates >= 1, f"crop_candidates must be >= 1, got {self.crop_candidates}")
-        _check(self.crop_size >= 0 and self.max_minutes >= 0 and self.sample_every >= 0,
-               "crop_size, max_minutes and sample_every must be >= 0")
+        for field in ("crop_size", "max_minutes", "sample_every"):
+            _check(getattr(self, field) >= 0, f"{field} must be >= 0 (0: none), got {getattr(self, field)}")
         # Adafactor's factored statistics (transformers' and torch's) raise on FSDP's DTensor parameters
         _check(self.sharding == "none" or self.optimizer == "adamw",
                "sharding=fsdp needs optimizer=adamw: Adafactor does not run on sharded (DTensor) parameters")

@@ -14,6 +14,7 @@ model at sampling, several at once with a scale each, unmerged or merged into th
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -150,7 +151,9 @@ def load_lora(pipe, directory: str | Path, scale: float = 1.0, merge: bool = Fal
                              "unmerged ones")
 
         config = lora_config(document["rank"], document["alpha"], document["conv"], document.get("target", "attention"))
-        inject_adapter_in_model(config, net, adapter_name=name)
+        with warnings.catch_warnings():  # several adapters on one U-Net are meant: peft warns of each extra one
+            warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
+            inject_adapter_in_model(config, net, adapter_name=name)
         try:
             result = set_peft_model_state_dict(net, state, adapter_name=name)
         except RuntimeError as e:  # torch's size mismatch: adapters of another architecture

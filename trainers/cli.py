@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "highest-resolution levels' residual blocks and resampling and the output "
                              "convolution (local: how things are drawn, not where)")
     parser.add_argument("--max-steps", type=int, help="train each selected stage for this many steps")
-    parser.add_argument("--minutes", type=float, help="wall-clock budget per selected stage, in minutes")
+    parser.add_argument("--minutes", type=float,
+                        help="wall-clock budget per selected stage, in minutes (0: none, --max-steps alone ends it)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --output from each stage's newest checkpoint")
     parser.add_argument("--dry-run", action="store_true", help="print the resolved config as JSON and exit")
@@ -94,8 +95,9 @@ def resolve(args: argparse.Namespace, init_config=None):
         source = args.config
     elif init_config is not None:
         source = init_config
-    elif args.resume:
-        raise ValueError(f"nothing to resume in {args.output} (no {RUN_CONFIG}); start it with --config")
+    elif args.resume or _exporting(args):
+        raise ValueError(f"no run in {args.output} (no {RUN_CONFIG}) to {'export' if _exporting(args) else 'resume'}; "
+                         "start it with --config")
     else:
         raise ValueError("--config is required (a preset name or a config file) unless --resume finds a run or "
                          "--init-from names a model")

@@ -21,7 +21,7 @@ class TextFeatures:
     gets wrong). Padding is masked out, so both give the same loss."""
 
     def __init__(self, encoder: TextEncoder, dataset, cache_dir: Path | None, accelerator: Accelerator, *,
-                 fixed_length: bool = False):
+                 fixed_length: bool = False, progress: bool = True):
         self.encoder, self.device = encoder, accelerator.device
         self.length = encoder.max_length if fixed_length else None
         self.cache = None
@@ -29,7 +29,7 @@ class TextFeatures:
         if cache_dir is not None and captions is not None:
             self.cache = TextEmbeddingCache(cache_dir, encoder)
             if accelerator.is_main_process:
-                self.cache.build(captions, progress=True)
+                self.cache.build(captions, progress=progress)
             accelerator.wait_for_everyone()
             if not accelerator.is_main_process:
                 self.cache = TextEmbeddingCache(cache_dir, encoder)  # re-read the index the main process wrote

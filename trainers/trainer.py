@@ -118,7 +118,7 @@ class StageTrainer:
                                      crop_candidates=self.train.crop_candidates,
                                      rank=accelerator.process_index, world_size=world)
         self.text = TextFeatures(text_encoder, self.dataset, cache_dir if run.data.cache_text else None,
-                                 accelerator, fixed_length=self.train.compile)
+                                 accelerator, fixed_length=self.train.compile, progress=self.progress)
         self.step, self.elapsed, self.data_state = 0, 0.0, None
 
     def _build_stage(self) -> Stage:

@@ -4,6 +4,7 @@ seed, per-stage sampling values)."""
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ PROG = "imagen-sample"
 MAX_PROMPTS_FILE = 16 * 2**20  # bytes of --prompts-file
 MAX_PROMPT_CHARS = 1000  # longer prompts are cut (a text encoder reads at most a few hundred tokens)
 DEFAULT_STRENGTH, DEFAULT_FRAMES, DEFAULT_FRAME_MS = 0.6, 8, 150
+MIN_SEED, MAX_SEED = -(2**63), 2**63 - 1
 # sweep axis -> (SamplingOptions field, value type)
 SWEEP_AXES = {"aug-level": ("aug_level", float), "guidance-scale": ("guidance_scale", float),
               "steps": ("num_steps", int), "dynamic-percentile": ("dynamic_percentile", float)}
@@ -25,13 +27,13 @@ Per-stage options take one value for every stage, or one per stage run in cascad
 (--aug-level: one per super-resolution stage run); unset ones keep the model's configured values."""
 OUTPUTS = """\
 outputs:
-  --out DIR gets NNN.png (final stage) per image, numbered after the highest number already in DIR (from 000
-  with --overwrite); image N = p * K + k of the run (prompt p, copy k of K = --num-images) is drawn with seed
-  --seed + N. Also grid.png (--grid), STAGE/NNN.png for the earlier stages (--all-stages), or sweep.png and
-  sweep_NNN.png (--sweep); a name already taken gets a suffix (grid-2.png). --out X.png writes that one file
-  and refuses to replace it without --overwrite. Every image PNG has the text chunks 'prompt' and 'settings'
-  (JSON: model, seed, every stage's options). An image does not depend on the rest of its batch: re-run one
-  with its prompt alone and --seed set to its seed.
+  --out DIR gets NNN.png (final stage) per image, numbered after the highest number already in DIR or its
+  stage folders (from 000 with --overwrite); image N = p * K + k of the run (prompt p, copy k of K =
+  --num-images) is drawn with seed --seed + N. Also grid.png (--grid), STAGE/NNN.png for the earlier stages
+  (--all-stages), or sweep.png and sweep_NNN.png (--sweep); a name already taken gets a suffix (grid-2.png).
+  --out X.png writes that one file (and X.gif with --gif) and refuses to replace either without --overwrite.
+  Every image PNG has the text chunks 'prompt' and 'settings' (JSON: model, seed, every stage's options). An
+  image does not depend on the rest of its batch: re-run one with its prompt alone and --seed set to its seed.
 
 sweep:
   --sweep AXIS=V1,V2,... [AXIS=...] renders one image per value (one axis: a row; two: rows x columns)
@@ -99,8 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     sampling.add_argument("--time-grid", nargs="+", choices=TIME_GRID_NAMES, metavar="GRID",
                           help=f"spacing of the sampling times: {', '.join(TIME_GRID_NAMES)}")
     sampling.add_argument("--seed", default="0", metavar="N|random",
-                          help="seed of image 0; image N uses seed + N (default 0; 'random' picks one, printed and "
-                               "stored in the PNGs)")
+                          help="seed of image 0, from -2**63 to 2**63 - 1; image N uses seed + N (default 0; 'random' "
+                               "picks one, printed and stored in the PNGs)")
     sampling.add_argument("--num-images", type=int, default=1, metavar="K", help="images per prompt (default 1)")
     sampling.add_argument("--stop-at-stage", metavar="K",
                           help="stop after stage K (1 = base only; a number or a stage name: base, sr1, sr2)")
@@ -210,24 +212,52 @@ def read_seed(value: str) -> int:
 
         return secrets.randbelow(2**31 - 1)
     try:
-        return int(value)
+        seed = int(value)
     except ValueError:
         raise UsageError(f"--seed must be an integer or 'random', got {value!r}") from None
+    check_seed(seed, "--seed")
+    return seed
 
 
-def read_loras(args: argparse.Namespace) -> list[tuple[Path, float]]:
-    """--lora DIR[:SCALE] items, checked to name adapter directories."""
-    loras = []
+def check_seed(seed: int, flag: str) -> None:
+    """UsageError unless `seed` is a signed 64-bit integer: torch's generators take -2**63 to 2**64 - 1, which
+    leaves room for the image index and stage offset the pipeline adds."""
+    if not MIN_SEED <= seed <= MAX_SEED:
+        raise UsageError(f"{flag} {seed} is out of range: give an integer from -2**63 to 2**63 - 1")
+
+
+def read_loras(args: argparse.Namespace) -> list[tuple[Path, float, str]]:
+    """--lora DIR[:SCALE] items, checked to name adapter directories, as (directory, scale, adapter name): the
+    directory's name as a valid module name, made unique with a suffix (lora, lora-2)."""
+    loras: list[tuple[Path, float, str]] = []
     for item in args.lora:
-        path, sep, scale = item.rpartition(":") if ":" in item else (item, "", "")
-        try:
-            value = float(scale) if sep else 1.0
-        except ValueError:
-            path, value = item, 1.0
-        if not (Path(path) / "lora.json").is_file():
+        path, scale = _lora_item(item)
+        if not (path / "lora.json").is_file():
             raise UsageError(f"--lora {item!r}: {path} holds no lora.json (a directory written by imagen-train --lora)")
-        loras.append((Path(path), value))
+        base = path.resolve().name.replace(".", "_") or "lora"  # peft's module names take no '.'
+        taken = {name for _, _, name in loras}
+        name, k = base, 2
+        while name in taken:
+            name, k = f"{base}-{k}", k + 1
+        loras.append((path, scale, name))
     return loras
+
+
+def _lora_item(item: str) -> tuple[Path, float]:
+    """DIR[:SCALE] -> (DIR, SCALE (default 1)), SCALE finite. A ':' not followed by a number is part of DIR,
+    unless what comes before it is a directory (then the scale is the mistake)."""
+    path, sep, scale = item.rpartition(":")
+    if not sep:
+        return Path(item), 1.0
+    try:
+        value = float(scale)
+    except ValueError:
+        if not Path(path).is_dir() or Path(item).is_dir():
+            return Path(item), 1.0
+        value = math.nan
+    if not math.isfinite(value):
+        raise UsageError(f"--lora {item}: {scale!r} is not a scale; give DIR or DIR:SCALE, e.g. DIR:0.75")
+    return Path(path), value
 
 
 def stop_at_stage(args: argparse.Namespace) -> int | str | None:
@@ -245,3 +275,25 @@ def sampling_values(args: argparse.Namespace) -> dict[str, Any]:
     return {"guidance_scale": args.guidance_scale, "num_inference_steps": args.steps, "sampler": args.sampler,
             "thresholding": args.thresholding, "dynamic_percentile": percentiles(args.dynamic_percentile),
             "aug_level": args.aug_level, "time_grid": args.time_grid, "stop_at_stage": stop_at_stage(args)}
+
+
+def check_sampling_values(args: argparse.Namespace) -> None:
+    """The per-stage numbers given, each checked before the model loads (their count needs the model)."""
+    for flag, values, field in (("--guidance-scale", args.guidance_scale, "guidance_scale"),
+                                ("--steps", args.steps, "num_steps"),
+                                ("--dynamic-percentile", args.dynamic_percentile, "dynamic_percentile"),
+                                ("--aug-level", args.aug_level, "aug_level")):
+        for value in values or []:
+            check_option(field, value, flag)
+
+
+def check_option(field: str, value: Any, flag: str) -> None:
+    """UsageError, after `flag`, unless `value` is valid for `SamplingOptions.<field>` (a percent for
+    dynamic_percentile taken as a fraction)."""
+    from ..options import SamplingOptions
+
+    value = percentiles([value])[0] if field == "dynamic_percentile" else value
+    try:
+        SamplingOptions(**{field: value}).checked()
+    except ValueError as e:
+        raise UsageError(f"{flag}: {e}") from None

@@ -17,7 +17,16 @@ import json
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .arguments import DEFAULT_FRAME_MS, DEFAULT_FRAMES, DEFAULT_STRENGTH, SWEEP_AXES, percentiles, sampling_values
+from .arguments import (
+    DEFAULT_FRAME_MS,
+    DEFAULT_FRAMES,
+    DEFAULT_STRENGTH,
+    SWEEP_AXES,
+    check_option,
+    check_seed,
+    percentiles,
+    sampling_values,
+)
 from .common import UsageError, titled_grid
 from .output import Output
 
@@ -47,6 +56,10 @@ class Mode:
 
     def check(self, args: argparse.Namespace, prompts: list[str]) -> None:
         pass
+
+    def suffixes(self, args: argparse.Namespace) -> tuple[str, ...]:
+        """The files written for --out X.png, as suffixes of X: X.png, and X.gif for an interpolation's GIF."""
+        return (".png",)
 
     def options(self, pipe, args: argparse.Namespace) -> dict:
         return pipe.sampling_options(**sampling_values(args))
@@ -216,31 +229,30 @@ def parse_sweep(specs: list[str]) -> list[SweepAxis]:
         if not sep or option not in SWEEP_AXES:
             raise UsageError(f"--sweep {spec!r}: expected AXIS=V1,V2,... with AXIS one of {', '.join(SWEEP_AXES)} "
                              "(optionally AXIS@STAGE)")
-        kind = SWEEP_AXES[option][1]
+        field, kind = SWEEP_AXES[option]
         try:
             values = tuple(kind(v) for v in raw.split(","))
         except ValueError:
             raise UsageError(f"--sweep {spec!r}: values must be comma-separated {kind.__name__}s") from None
-        axes.append(SweepAxis(option, stage or None, values))
+        axis = SweepAxis(option, stage or None, values)
+        for value in values:
+            check_option(field, value, f"--sweep {axis.label}")
+        axes.append(axis)
     if len(axes) == 2 and axes[0].label == axes[1].label:
         raise UsageError(f"--sweep: axis {axes[0].label} is given twice")
     return axes
 
 
 def swept(options: dict, chosen: list[tuple[SweepAxis, Any]]) -> dict:
-    """The resolved options with the sweep's values put in (each axis: its stage, or every stage it applies to),
-    checked."""
+    """The resolved options with the sweep's values (checked by `parse_sweep`) put in, each axis at its stage or
+    every stage it applies to."""
     options = dict(options)
     for axis, value in chosen:
         field = SWEEP_AXES[axis.option][0]
         value = percentiles([value])[0] if field == "dynamic_percentile" else value
         for name in [axis.stage] if axis.stage else list(options):
-            if field == "aug_level" and options[name].aug_level is None:
-                continue
-            try:
-                options[name] = replace(options[name], **{field: value}).checked()
-            except ValueError as e:
-                raise UsageError(f"--sweep {axis.label}: {e}") from None
+            if field != "aug_level" or options[name].aug_level is not None:
+                options[name] = replace(options[name], **{field: value})
     return options
 
 
@@ -256,6 +268,11 @@ class Interpolate(Mode):
             raise UsageError(f"--frame-duration must be >= 1 ms, got {args.frame_duration}")
         if args.interpolate_to is not None and not args.interpolate_to.strip():
             raise UsageError("--interpolate-to is empty")
+        for seed in args.interpolate_seeds or []:
+            check_seed(seed, "--interpolate-seeds")
+
+    def suffixes(self, args: argparse.Namespace) -> tuple[str, ...]:
+        return (".png", ".gif") if args.gif else (".png",)
 
     def run(self, session: Session) -> None:
         from ..editing.interpolation import gif_bytes, strip

@@ -1,11 +1,11 @@
-"""Where `imagen-sample` writes: a directory, or one .png path. Checked before the model loads, and never
-overwritten silently: in a directory, images are numbered after the
-highest number already there and named files (grid.png, ...) get the next free suffix; an existing .png is
-refused. `--overwrite` numbers from 000 and replaces files."""
+"""Where `imagen-sample` writes: a directory, or one .png path. Checked before the model loads (a trial write
+included), and never overwritten silently: in a directory, images are numbered after the highest number already
+there or in its stage folders and named files (grid.png, ...) get the next free suffix; an existing .png (or the
+.gif beside it that the run would write) is refused. `--overwrite` numbers from 000 and replaces files."""
 
 from __future__ import annotations
 
-import os
+import contextlib
 import re
 from pathlib import Path
 
@@ -15,8 +15,9 @@ _NUMBERED = re.compile(r"^(\d+)\.png$")
 
 
 class Output:
-    def __init__(self, out: Path, overwrite: bool = False):
+    def __init__(self, out: Path, overwrite: bool = False, suffixes: tuple[str, ...] = (".png",)):
         self.out, self.overwrite = out, overwrite
+        self.suffixes = suffixes  # of the files written for a single .png: X.png, X.gif
         self.single_png = out.suffix.lower() == ".png"
         self.directory = out.parent if self.single_png else out
         self.first_index = 0
@@ -24,13 +25,15 @@ class Output:
 
     def check(self) -> None:
         """Make sure the run can write its files, before the model loads; UsageError naming the problem. Nothing
-        is created until the first file is written."""
+        is left behind (the trial write removes what it made)."""
         flag = f"--out {str(self.out)!r}"
         if self.single_png:
             if self.out.is_dir():
                 raise UsageError(f"{flag} is a directory: give a new .png path, or the directory without .png")
-            if self.out.exists() and not self.overwrite:
-                raise UsageError(f"{flag} already exists: add --overwrite to replace it, or choose another name")
+            for path in map(self._beside, self.suffixes):
+                taken = flag if path == self.out else f"{flag}: {str(path)!r}"
+                if path.exists() and not self.overwrite:
+                    raise UsageError(f"{taken} already exists: add --overwrite to replace it, or choose another name")
         elif self.out.exists() and not self.out.is_dir():
             raise UsageError(f"{flag} is a file: give a directory (or a .png path for a single image)")
         existing = self.directory.absolute()
@@ -39,11 +42,32 @@ class Output:
         if not existing.is_dir():
             raise UsageError(f"cannot create the output directory {str(self.directory)!r}: {str(existing)!r} is a "
                              "file")
-        if not os.access(existing, os.W_OK | os.X_OK):
-            raise UsageError(f"cannot write into {str(existing)!r} (for --out {str(self.out)!r}): permission denied")
         if self.directory.is_dir() and not self.single_png and not self.overwrite:
-            numbers = [int(m.group(1)) for p in self.directory.iterdir() if (m := _NUMBERED.match(p.name))]
+            files = [*self.directory.glob("*.png"), *self.directory.glob("*/*.png")]
+            numbers = [int(m.group(1)) for p in files if (m := _NUMBERED.match(p.name))]
             self.first_index = max(numbers) + 1 if numbers else 0
+        self._trial_write(self.out if self.single_png else self.numbered(0, 1), flag)
+
+    def _trial_write(self, path: Path, flag: str) -> None:
+        """Create the missing directories as the run will and a file beside `path`, then remove them; UsageError if
+        that fails (permission bits pass on read-only mounts, /proc, and for root)."""
+        from ..io import check_writable
+
+        folder = path.parent.absolute()
+        missing = [p for p in [folder, *folder.parents] if not p.exists()]
+        made: list[Path] = []
+        try:
+            for directory in reversed(missing):
+                directory.mkdir()
+                made.append(directory)
+            check_writable(path)
+        except OSError as e:
+            raise UsageError(f"{flag} cannot be written ({e.strerror or e} in {str(folder)!r}): choose another "
+                             "--out") from None
+        finally:
+            for directory in reversed(made):
+                with contextlib.suppress(OSError):
+                    directory.rmdir()
 
     def numbered(self, index: int, count: int, stage: str | None = None) -> Path:
         """The path of image `index` of `count` (in a stage's subdirectory for an earlier stage)."""
@@ -56,12 +80,17 @@ class Output:
         """`name` in the directory (grid.png, sweep.png, ...), or --out itself for a single .png; a name already
         taken gets the next free suffix (grid-2.png) unless --overwrite."""
         if self.single_png:
-            return self.out.with_suffix(Path(name).suffix)
+            return self._beside(Path(name).suffix)
         path = self.directory / name
         stem, suffix, k = path.stem, path.suffix, 2
         while path.exists() and not self.overwrite:
             path, k = self.directory / f"{stem}-{k}{suffix}", k + 1
         return path
+
+    def _beside(self, suffix: str) -> Path:
+        """The file of a single .png --out with this suffix: --out itself for .png, X.gif beside X.png."""
+        assert suffix in self.suffixes, f"{suffix}: a file Output.check did not check"
+        return self.out if suffix == ".png" else self.out.with_suffix(suffix)
 
     def save(self, path: Path, image) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,7 @@ import argparse
 import sys
 import warnings
 
-from .arguments import PROG, build_parser, read_loras, read_prompts, read_seed
+from .arguments import PROG, build_parser, check_sampling_values, read_loras, read_prompts, read_seed
 from .common import run_main
 from .modes import Session, select_mode
 from .output import Output
@@ -34,14 +34,15 @@ def _run(args: argparse.Namespace) -> int:
     prompts = read_prompts(args)
     seed = read_seed(args.seed)
     loras = read_loras(args)
+    check_sampling_values(args)
     mode = select_mode(args, prompts)
-    output = Output(args.out, overwrite=args.overwrite)
+    output = Output(args.out, overwrite=args.overwrite, suffixes=mode.suffixes(args))
     output.check()
     from ..pipeline import Imagen, resolve_device
 
     pipe = Imagen.from_pretrained(args.model, device=resolve_device(args.device), dtype=args.dtype)
-    for path, scale in loras:
-        pipe.load_lora(path, scale=scale, merge=args.lora_merge)
+    for path, scale, name in loras:
+        pipe.load_lora(path, scale=scale, merge=args.lora_merge, name=name)
     if args.compile is not None:
         pipe.compile(args.compile or None)
         if not args.quiet:  # the first step of each compiled stage takes the compile: say so before the progress bar

@@ -280,3 +280,111 @@ def test_inputs_are_bounded_before_any_work(sample_cli, tmp_path):
     status, _, err = sample_cli("--prompt", long_prompt, "--stop-at-stage", 1, "--out", tmp_path / "long.png")
     assert status == 0 and f"cut to {MAX_PROMPT_CHARS}" in err
     assert len(Image.open(tmp_path / "long.png").text["prompt"]) == MAX_PROMPT_CHARS
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--steps", -5], r"^--steps: number of sampling steps must be an integer >= 1, got -5$"),
+    (["--steps", 2, 0], r"^--steps: number of sampling steps must be an integer >= 1, got 0$"),
+    (["--guidance-scale", "nan"], r"^--guidance-scale: guidance scale must be a finite number .*, got nan$"),
+    (["--dynamic-percentile", 0], r"^--dynamic-percentile: dynamic thresholding percentile must be in \(0, 1\]"),
+    (["--dynamic-percentile", 200], r"^--dynamic-percentile: .* must be in \(0, 1\], got 200.0$"),
+    (["--aug-level", 1.5], r"^--aug-level: augmentation level must be in \[0, 1\], got 1.5$"),
+    (["--sweep", "steps=2,0"], r"^--sweep steps: number of sampling steps must be an integer >= 1, got 0$"),
+    (["--sweep", "guidance-scale=1,2", "dynamic-percentile=0.9,300"],
+     r"^--sweep dynamic-percentile: dynamic thresholding percentile must be in \(0, 1\], got 300.0$"),
+    (["--seed", "99999999999999999999999"], r"^--seed 99999999999999999999999 is out of range: give an integer "
+                                            r"from -2\*\*63 to 2\*\*63 - 1$"),
+    (["--seed", str(2**63)], r"^--seed 9223372036854775808 is out of range"),
+    (["--seed", str(-2**63 - 1)], r"^--seed -9223372036854775809 is out of range"),
+    (["--interpolate-seeds", 0, 2**64], r"^--interpolate-seeds 18446744073709551616 is out of range"),
+    (["--out", "/proc/imagen-sample-test.png"], r"^--out '/proc/imagen-sample-test.png' cannot be written \(.* in "
+                                                r"'/proc'\): choose another --out$"),
+    (["--out", "/proc/imagen-sample-test/sub"], r"^--out '/proc/imagen-sample-test/sub' cannot be written"),
+    (["--out", "/sys/imagen-sample-test.png"], r"^--out '/sys/imagen-sample-test.png' cannot be written"),
+])
+def test_bad_values_are_refused_before_the_model_loads(sample_cli, tmp_path, monkeypatch, args, match):
+    import re
+    import sys
+
+    if "/proc/" in str(args) and not sys.platform.startswith("linux"):
+        pytest.skip("/proc and /sys are Linux's")
+    monkeypatch.chdir(tmp_path)
+    # the model does not exist: the bad value must be found first
+    status, _, err = sample_cli("--model", tmp_path / "missing-model", "--prompt", PROMPT, *args, model=False)
+    assert status == 2 and err.count("\n") == 1 and err.startswith("imagen-sample: error: "), err
+    assert re.search(match, err.removeprefix("imagen-sample: error: ").strip()), err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_largest_seed_runs_every_stage(sample_cli, tmp_path):
+    status, _, err = sample_cli("--prompt", PROMPT, "--seed", 2**63 - 1, "--num-images", 2, "--out", tmp_path / "o")
+    assert status == 0, err  # seed + image index + stage offset still fits torch's generators
+    assert json.loads(Image.open(tmp_path / "o" / "001.png").text["settings"])["seed"] == 2**63
+
+
+def test_an_unfinishable_sweep_writes_nothing(sample_cli, tmp_path):
+    out = tmp_path / "sweep"
+    status, _, err = sample_cli("--prompt", PROMPT, "--stop-at-stage", 1, "--sweep", "steps=2,0", "--out", out)
+    assert status == 2 and "--sweep steps: number of sampling steps must be" in err and not out.exists()
+
+
+def test_the_output_check_leaves_no_directory_behind(sample_cli, tmp_path):
+    # the trial write makes new/deep, writes in it, then removes both; here the model is then missing
+    status, _, err = sample_cli("--model", tmp_path / "missing-model", "--prompt", PROMPT, "--out",
+                                tmp_path / "new" / "deep", model=False)
+    assert status == 2 and "no model" in err and list(tmp_path.iterdir()) == []
+
+
+def test_numbers_continue_after_the_stage_folders_too(sample_cli, tmp_path):
+    out = tmp_path / "out"
+    (out / "base").mkdir(parents=True)
+    (out / "base" / "000.png").write_bytes(b"an earlier run's base image")
+    status, _, err = sample_cli("--prompt", PROMPT, "--stop-at-stage", 2, "--all-stages", "--out", out)
+    assert status == 0, err
+    assert (out / "base" / "000.png").read_bytes() == b"an earlier run's base image"
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*.png")) == ["001.png", "base/000.png", "base/001.png"]
+
+
+@pytest.fixture(scope="module")
+def adapters(tiny_pipe, tmp_path_factory):
+    """Adapters for the tiny cascade's base stage, in a/lora, b/lora and my.lora (random non-zero weights)."""
+    import copy
+
+    import torch
+
+    from imagen.lora import adapter_weights, add_lora, save_lora
+
+    pytest.importorskip("peft")
+    net = copy.deepcopy(tiny_pipe.stages["base"].net)
+    add_lora(net, rank=2)
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, parameter in net.named_parameters():
+            if "lora_" in name:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.2)
+    root = tmp_path_factory.mktemp("adapters")
+    for folder in ("a/lora", "b/lora", "my.lora"):
+        save_lora(root / folder, {"base": adapter_weights(net.state_dict())}, base_model="tiny", rank=2, alpha=2,
+                  conv=False, text_encoder=tiny_pipe.text_encoder.identity)
+    return root
+
+
+def test_adapters_sharing_a_folder_name_get_their_own_names(sample_cli, adapters, tmp_path):
+    out = tmp_path / "one.png"
+    status, _, err = sample_cli("--prompt", PROMPT, "--stop-at-stage", 1, "--lora", adapters / "a" / "lora",
+                                "--lora", f"{adapters / 'b' / 'lora'}:-0.5", "--lora", adapters / "my.lora",
+                                "--out", out)
+    assert status == 0, err
+    loras = json.loads(Image.open(out).text["settings"])["lora"]
+    assert [(lora["name"], lora["scale"]) for lora in loras] == [("lora", 1.0), ("lora-2", -0.5), ("my_lora", 1.0)]
+
+
+@pytest.mark.parametrize("scale", ["nan", "inf", "-inf", "abc", "0.5x", ""])
+def test_a_bad_lora_scale_is_named(sample_cli, adapters, tmp_path, scale):
+    item = f"{adapters / 'a' / 'lora'}:{scale}"
+    status, _, err = sample_cli("--model", tmp_path / "missing-model", "--prompt", PROMPT, "--lora", item,
+                                "--out", tmp_path / "o.png", model=False)
+    assert status == 2 and err.count("\n") == 1, err
+    assert err.strip() == (f"imagen-sample: error: --lora {item}: {scale!r} is not a scale; give DIR or DIR:SCALE, "
+                           "e.g. DIR:0.75")
+    assert list(tmp_path.iterdir()) == []

@@ -29,7 +29,9 @@ def test_dry_run_prints_the_resolved_config(tmp_path, capsys):
     (["--config", "shapes-tiny", "--data", "/no/such/folder"], "/no/such/folder"),
     (["--config", "shapes-tiny", "--lora", "4"], "give it with --init-from MODEL"),
     (["--init-from", "shapes", "--lora", "0"], "--lora 0: the rank must be >= 1"),
-    (["--resume"], "nothing to resume"),
+    (["--resume"], "no run in"),
+    (["--export"], "(no run-config.json) to export"),
+    (["--config", "shapes-tiny", "--minutes", "-5"], "max_minutes must be >= 0 (0: none), got -5.0"),
     ([], "--config is required"),
 ])
 def test_bad_arguments_exit_2_with_one_line(tmp_path, capsys, argv, message):

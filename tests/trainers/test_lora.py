@@ -147,13 +147,15 @@ def test_fine_tuning_on_a_small_folder_turns_prior_preservation_on(trained, tmp_
     out = tmp_path / "tuned"
     assert main(["--init-from", str(model), "--data", str(folder), "--output", str(out), "--max-steps", "1",
                  "--no-progress"]) == 0
-    assert "prior preservation on, 25% of them from the model's own data (shapes)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "prior preservation on, 25% of them from the model's own data (shapes)" in err
     data = json.loads((out / "run-config.json").read_text())["data"]
     assert (data["prior_source"], data["prior_share"]) == ("shapes", 0.25)
     off = tmp_path / "off"
     assert main(["--init-from", str(model), "--data", str(folder), "--output", str(off), "--max-steps", "1",
                  "--no-progress", "--set", "data.prior_share=0"]) == 0
     assert json.loads((off / "run-config.json").read_text())["data"]["prior_share"] == 0.0
+    assert (off / "text-cache").is_dir() and "text cache" not in capsys.readouterr().err  # --no-progress: no bar
     capsys.readouterr()
     assert main(["--init-from", str(model), "--data", str(folder), "--output", str(tmp_path / "half"), "--dry-run",
                  "--set", "data.prior_share=0.5"]) == 0  # another weight, the same source

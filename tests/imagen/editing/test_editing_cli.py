@@ -173,3 +173,18 @@ def test_bad_editing_arguments_give_one_clear_line_and_exit_2(sample_cli, files,
     assert len(lines) == 1 and lines[0].startswith("imagen-sample: error: "), err
     assert re.search(message, lines[0]), lines[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_a_gif_already_beside_the_strip_is_kept_without_overwrite(sample_cli, tmp_path):
+    gif, strip = tmp_path / "strip.gif", tmp_path / "strip.png"
+    gif.write_bytes(b"an earlier GIF")
+    args = ("--prompt", PROMPT, "--interpolate-to", OTHER, "--frames", 2, "--gif", "--stop-at-stage", 1,
+            "--out", strip)
+    status, _, err = sample_cli(*args)
+    assert status == 2 and err.count("\n") == 1, err
+    assert err.strip() == (f"imagen-sample: error: --out '{strip}': '{gif}' already exists: add --overwrite to "
+                           "replace it, or choose another name")
+    assert gif.read_bytes() == b"an earlier GIF" and not strip.exists()
+    status, _, err = sample_cli(*args, "--overwrite")
+    assert status == 0, err
+    assert Image.open(gif).format == "GIF" and Image.open(strip).size == (2 * 16, 16)
