@@ -200,8 +200,8 @@ class TrainConfig:
         _check(0.0 <= self.ema_decay < 1.0, "ema_decay must be in [0, 1)")
         _check(self.lora_rank >= 0 and self.lora_alpha >= 0, "lora_rank and lora_alpha must be >= 0")
         _check(self.crop_candidates >= 1, f"crop_candidates must be >= 1, got {self.crop_candidates}")
-        for field in ("crop_size", "max_minutes", "sample_every"):
-            _check(getattr(self, field) >= 0, f"{field} must be >= 0 (0: none), got {getattr(self, field)}")
+        for name in ("crop_size", "max_minutes", "sample_every"):
+            _check(getattr(self, name) >= 0, f"{name} must be >= 0 (0: none), got {getattr(self, name)}")
         # Adafactor's factored statistics (transformers' and torch's) raise on FSDP's DTensor parameters
         _check(self.sharding == "none" or self.optimizer == "adamw",
                "sharding=fsdp needs optimizer=adamw: Adafactor does not run on sharded (DTensor) parameters")

@@ -102,7 +102,8 @@ def test_user_errors_exit_2_with_one_line(case, samples, tmp_path, capsys):
     argv = {"missing": [str(tmp_path / "nope")], "empty": [str(empty)], "not_shapes": [str(only_bad)],
             "bad_flag": [str(samples), "--frobnicate"], "bad_low_res": [str(samples), "--low-res", str(tmp_path / "x")],
             "bad_json_dir": [str(samples), "--json", str(tmp_path / "no" / "such.json")],
-            "json_is_dir": [str(samples), "--json", str(empty)], "json_in_proc": [str(samples), "--json", "/proc/x.json"],
+            "json_is_dir": [str(samples), "--json", str(empty)],
+            "json_in_proc": [str(samples), "--json", "/proc/x.json"],
             "bad_manifest": [str(bad_manifest)], "manifest_fields": [str(fields)], "not_a_manifest": [str(other)]}[case]
     assert main(argv) == 2
     message = _error_line(capsys)
