@@ -151,8 +151,9 @@ def load_lora(pipe, directory: str | Path, scale: float = 1.0, merge: bool = Fal
                              "unmerged ones")
 
         config = lora_config(document["rank"], document["alpha"], document["conv"], document.get("target", "attention"))
-        with warnings.catch_warnings():  # several adapters on one U-Net are meant: peft warns of each extra one
+        with warnings.catch_warnings():  # several adapters on one U-Net are meant: peft warns of each extra one,
             warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
+            warnings.filterwarnings("ignore", message="Adapter cannot be set when the model is merged")  # re-merged
             inject_adapter_in_model(config, net, adapter_name=name)
         try:
             result = set_peft_model_state_dict(net, state, adapter_name=name)
@@ -167,8 +168,9 @@ def load_lora(pipe, directory: str | Path, scale: float = 1.0, merge: bool = Fal
         for layer in net.modules():
             if isinstance(layer, LoraLayer) and name in layer.scaling:
                 layer.scaling[name] = document["alpha"] / document["rank"] * scale
-                layer.set_adapter(list(layer.lora_A.keys()))  # every adapter loaded, each at its own scale
-                if merge:
-                    layer.merge(adapter_names=[name])
+                if merge:  # every adapter: adding one to a layer unmerged those merged before
+                    layer.merge(adapter_names=[n for n in layer.lora_A if n not in layer.merged_adapters])
+                else:
+                    layer.set_adapter(list(layer.lora_A.keys()))  # every adapter loaded, each at its own scale
         net.requires_grad_(False)
     return name

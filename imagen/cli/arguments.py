@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -275,6 +276,19 @@ def sampling_values(args: argparse.Namespace) -> dict[str, Any]:
     return {"guidance_scale": args.guidance_scale, "num_inference_steps": args.steps, "sampler": args.sampler,
             "thresholding": args.thresholding, "dynamic_percentile": percentiles(args.dynamic_percentile),
             "aug_level": args.aug_level, "time_grid": args.time_grid, "stop_at_stage": stop_at_stage(args)}
+
+
+LIBRARY_FLAGS = {"guidance_scale": "--guidance-scale", "num_inference_steps": "--steps", "sampler": "--sampler",
+                 "thresholding": "--thresholding", "dynamic_percentile": "--dynamic-percentile",
+                 "time_grid": "--time-grid", "aug_level": "--aug-level", "stop_at_stage": "--stop-at-stage"}
+
+
+def in_flags(error: ValueError) -> UsageError:
+    """`Imagen.sampling_options`'s error about one of `sampling_values` as the command line says it: the flag for
+    the argument it names first, without the {stage: value} mapping only the library takes."""
+    message = str(error).replace("one value, one per stage run, or a {stage: value} mapping",
+                                 "one value or one per stage run")
+    return UsageError(re.sub(r"^\w+", lambda m: LIBRARY_FLAGS.get(m.group(0), m.group(0)), message))
 
 
 def check_sampling_values(args: argparse.Namespace) -> None:

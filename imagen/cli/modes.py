@@ -24,6 +24,7 @@ from .arguments import (
     SWEEP_AXES,
     check_option,
     check_seed,
+    in_flags,
     percentiles,
     sampling_values,
 )
@@ -62,7 +63,10 @@ class Mode:
         return (".png",)
 
     def options(self, pipe, args: argparse.Namespace) -> dict:
-        return pipe.sampling_options(**sampling_values(args))
+        try:
+            return pipe.sampling_options(**sampling_values(args))
+        except ValueError as e:
+            raise in_flags(e) from None
 
     def run(self, session: Session) -> None:
         raise NotImplementedError
@@ -157,7 +161,7 @@ class Upscale(Sample):
         try:
             return pipe.sampling_options(**sampling_values(args), start_at_stage=sr_names[0])
         except ValueError as e:
-            raise UsageError(f"--upscale runs the super-resolution stages: {e}") from None
+            raise UsageError(f"--upscale runs the super-resolution stages: {in_flags(e)}") from None
 
     def generate(self, session: Session, prompts: list[str], num_images: int, seed: int, options: dict):
         out = session.pipe.upscale(prompts, self.image, num_images_per_prompt=num_images, seed=seed,

@@ -149,16 +149,17 @@ def test_one_axis_sweep_is_one_row(sample_cli, tmp_path):
 
 @pytest.mark.parametrize("args, match", [
     (["--prompt", "x", "--sampler", "euler"], "invalid choice: 'euler'"),
-    (["--prompt", "x", "--steps", 2, 2], "num_inference_steps has 2 values but this call runs 3 stage"),
+    (["--prompt", "x", "--steps", 2, 2], "--steps has 2 values but this call runs 3 stage.*: give one value or one per "
+                                         "stage run$"),
     (["--prompt", "x", "--steps", 2, 2, 2, "--stop-at-stage", 2], "has 3 values but this call runs 2 stage"),
     (["--prompt", "x", "--seed", "lucky"], "--seed must be an integer or 'random'"),
-    (["--prompt", "x", "--guidance-scale", 1, 2, 3, 4], "guidance_scale has 4 values"),
+    (["--prompt", "x", "--guidance-scale", 1, 2, 3, 4], "--guidance-scale has 4 values"),
     (["--prompt", "x", "--aug-level", 2.0], r"augmentation level must be in \[0, 1\]"),
     (["--prompts-file", "/nonexistent/prompts.txt"], "cannot read --prompts-file"),
     (["--prompt", "   "], "prompt 1 is empty"),
     (["--prompt", "a", "--prompt", "b", "--out", "x.png"], "is one .png but this run makes 2 images"),
     (["--prompt", "x", "--num-images", 0], "--num-images must be >= 1"),
-    (["--prompt", "x", "--stop-at-stage", 5], "stop_at_stage must be between 1 and 3"),
+    (["--prompt", "x", "--stop-at-stage", 5], "--stop-at-stage must be between 1 and 3"),
     (["--prompt", "x", "--sweep", "colour=1,2"], "--sweep 'colour=1,2': expected AXIS=V1,V2"),
     (["--prompt", "x", "--sweep", "aug-level=low,high"], "values must be comma-separated floats"),
     (["--prompt", "x", "--sweep", "steps=1", "seed=2", "aug-level=0"], "one or two axes"),

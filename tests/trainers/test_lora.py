@@ -65,6 +65,10 @@ def test_scale_zero_is_the_model_and_merging_changes_nothing(trained):
     two.load_lora(adapters, scale=0.5, name="one")
     two.load_lora(adapters, scale=0.5, name="two")  # two halves: the whole adapter
     torch.testing.assert_close(two.generate(["a red circle"], **kwargs)["base"], adapted, atol=1e-4, rtol=0)
+    two_merged = Imagen.from_pretrained(model)
+    for name in ("one", "two"):  # merged one after the other, both stay in the weights
+        two_merged.load_lora(adapters, scale=0.5, name=name, merge=True)
+    torch.testing.assert_close(two_merged.generate(["a red circle"], **kwargs)["base"], adapted, atol=1e-4, rtol=0)
     with pytest.raises(ValueError, match="already loaded"):
         two.load_lora(adapters, name="one")
 
