@@ -34,7 +34,8 @@ outputs:
   (--all-stages), or sweep.png and sweep_NNN.png (--sweep); a name already taken gets a suffix (grid-2.png).
   --out X.png writes that one file (and X.gif with --gif) and refuses to replace either without --overwrite.
   Every image PNG has the text chunks 'prompt' and 'settings' (JSON: model, seed, every stage's options). An
-  image does not depend on the rest of its batch: re-run one with its prompt alone and --seed set to its seed.
+  image does not depend on the rest of its batch: re-run one with its prompt alone and --seed set to its seed
+  (equal to within one level: batched convolutions round a few values differently).
 
 sweep:
   --sweep AXIS=V1,V2,... [AXIS=...] renders one image per value (one axis: a row; two: rows x columns)
@@ -135,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "in: a cold start of about a minute per stage on a CPU, cached for later runs; on 2 CPU "
                           "cores only the 64 px base runs faster compiled (--compile base)")
     run.add_argument("--max-batch-size", type=int, metavar="N",
-                     help="images sampled together at most (less memory; results do not change)")
+                     help="images sampled together at most (less memory; the same images, to within one level)")
     run.add_argument("--no-memory-check", action="store_true",
                      help="sample even when the images of the run need more memory than is available")
     return parser

@@ -171,7 +171,7 @@ def _evaluate(args: argparse.Namespace) -> int:
               "sharpness": _sharpness_summary(records), "images": records}
     skip_note = f", {not_judged} skipped: " + ", ".join(
         f"{n} {k.replace('_', ' ')}" for k, n in skipped.items()) if not_judged else ""
-    print(f"{PROG}: {len(judgements)} images judged in {args.source}{skip_note}")
+    print(f"{PROG}: {len(judgements)} image{'s' * (len(judgements) != 1)} judged in {args.source}{skip_note}")
     if args.per_image:
         for record in records:
             wrong = [k for k in ATTRIBUTES if not record["judgement"][k]]
