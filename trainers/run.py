@@ -143,12 +143,10 @@ def train_run(config: RunConfig, run_dir: Path, stages: list[str], *, resume: bo
     base_model = None if init is None else checkpoint.base_model_record(init.directory, init.name, stages)
     results: dict[str, StageResult] = {}
     for name in stages:
-        trainer = StageTrainer(config, name, run_dir / name, accelerator, encoder, cache_dir=run_dir / "text-cache",
-                               progress=progress)
-        resumed = resume and trainer.resume()
-        if init is not None and not resumed:
-            trainer.start_from(init.stage_weights(name), init.directory / checkpoint.weights_file(name))
-        result = trainer.fit(max_steps)
+        try:
+            result = _train_stage(config, name, run_dir, accelerator, encoder, resume, init, max_steps, progress)
+        except ValueError as e:  # its data or settings: say which stage (the ones before it are trained)
+            raise ValueError(f"stage {name}: {e}" if len(stages) > 1 else str(e)) from None
         results[name] = result
         if accelerator.is_main_process and name in lora:
             export_lora(run_dir, config.stages()[name].train, init.name, encoder.identity,
@@ -159,6 +157,16 @@ def train_run(config: RunConfig, run_dir: Path, stages: list[str], *, resume: bo
         if result.reason == "interrupted":
             break
     return results
+
+
+def _train_stage(config: RunConfig, name: str, run_dir: Path, accelerator: Accelerator, encoder, resume: bool,
+                 init: InitModel | None, max_steps: int | None, progress: bool) -> StageResult:
+    trainer = StageTrainer(config, name, run_dir / name, accelerator, encoder, cache_dir=run_dir / "text-cache",
+                           progress=progress)
+    resumed = resume and trainer.resume()
+    if init is not None and not resumed:
+        trainer.start_from(init.stage_weights(name), init.directory / checkpoint.weights_file(name))
+    return trainer.fit(max_steps)
 
 
 def _check_init(init: InitModel, text_identity: dict, stages: list[str]) -> None:

@@ -179,3 +179,18 @@ def test_compile_flag_sets_train_compile_for_the_selected_stages(tmp_path, capsy
                          "--stage", "sr1"], capsys)
     config = json.loads(out)
     assert code == 0 and config["sr1"]["train"]["compile"] is True and config["base"]["train"]["compile"] is False
+
+
+def test_data_that_one_stage_cannot_use_is_named_with_the_stage(tmp_path, capsys, tiny_cascade_overrides):
+    from PIL import Image
+
+    folder = tmp_path / "small"
+    folder.mkdir()
+    for i in range(6):  # 6 px: enough for the 16 px base (a quarter of its side), too small for the 32 px SR stage
+        Image.new("RGB", (6, 6), (200, 30 * i, 40)).save(folder / f"{i}.png")
+        (folder / f"{i}.txt").write_text("a large red circle at the center on a blue background")
+    sets = [x for o in tiny_cascade_overrides for x in ("--set", o)]
+    code, _, err = _run(["--config", "shapes-tiny", "--output", str(tmp_path / "run"), *sets, "--data", str(folder),
+                         "--max-steps", "1", "--no-progress"], capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith("imagen-train: error: stage sr1: no usable image") and "image too small" in err, err
