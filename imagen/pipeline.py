@@ -151,6 +151,7 @@ class Imagen(nn.Module):
         elif not options or not set(options) <= set(self.stages):
             raise ValueError(f"options must map stages of this model ({', '.join(self.stages)}) to their options")
         self._warn_unknown_words(prompts)
+        self._warn_truncated(prompts)
         negatives = _negative_prompts(negative_prompt, len(prompts))
         repeat = lambda texts: [t for t in texts for _ in range(num_images_per_prompt)]  # noqa: E731
         images = repeat(prompts)
@@ -169,6 +170,17 @@ class Imagen(nn.Module):
                 warnings.warn(f"most words of the prompt {text!r} are unknown to the embedded text encoder "
                               f"({', '.join(unknown[:4])}{', ...' if len(unknown) > 4 else ''}), which knows only "
                               "the shapes captions' words; the image will not follow them", stacklevel=4)
+
+    def _warn_truncated(self, prompts: list[str]) -> None:
+        """A warning for each prompt longer than the text encoder reads: its tail would be dropped silently."""
+        if not hasattr(self.text_encoder, "dropped_tail"):
+            return
+        for text in dict.fromkeys(prompts):
+            tail = self.text_encoder.dropped_tail(text)
+            if tail:
+                warnings.warn(f"the prompt {text[:60]!r}{'...' if len(text) > 60 else ''} is longer than the "
+                              f"{self.text_encoder.max_length} tokens the text encoder reads: {tail!r} is ignored",
+                              stacklevel=4)
 
     def describe(self) -> dict:
         """The model-level settings recorded with every image: where the model came from, its text encoder,

@@ -123,6 +123,13 @@ class T5TextEncoder:
                              f"{self.max_length}: shorten it, raise max_length, or allow truncation")
         return ids.to(self.device), mask.to(self.device)
 
+    def dropped_tail(self, text: str) -> str:
+        """What truncation at `max_length` tokens cuts off `text` ('' when it fits): the encoder never reads it."""
+        ids = self.tokenizer(text)["input_ids"]  # </s> included, as `tokenize` counts
+        if not self.truncation or len(ids) <= self.max_length:
+            return ""
+        return self.tokenizer.decode(ids[self.max_length - 1:-1], skip_special_tokens=True)
+
     def unknown_words(self, text: str) -> list[str]:
         """The words of `text` missing from the vocabulary: spelled with several pieces, or the unknown token.
         With the embedded encoder (a vocabulary of the shapes captions' words) such a word carries no meaning."""

@@ -259,6 +259,12 @@ def test_quiet_random_seed_and_unknown_words(sample_cli, tmp_path):
                                 "--out", tmp_path / "a")
     notes = [line for line in err.splitlines() if "note:" in line]
     assert status == 0 and len(notes) == 1 and "unknown to the embedded text encoder" in notes[0]
+    long = (f"{PROMPT} and a small green square at the top right and a small yellow triangle at the bottom right and "
+            "a large white circle")  # 36 tokens with </s>
+    status, _, err = sample_cli("--prompt", long, "--stop-at-stage", 1, "--out", tmp_path / "l")
+    notes = [line for line in err.splitlines() if "note:" in line]
+    assert status == 0 and len(notes) == 1 and "is longer than the 32 tokens the text encoder reads" in notes[0]
+    assert notes[0].endswith("'a large white circle' is ignored"), notes[0]
 
 
 def test_inputs_are_bounded_before_any_work(sample_cli, tmp_path):
