@@ -12,6 +12,7 @@ from pathlib import Path
 from .common import UsageError, write_png
 
 _NUMBERED = re.compile(r"^(\d+)\.png$")
+OTHER_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"}  # not a directory's name
 
 
 class Output:
@@ -27,6 +28,9 @@ class Output:
         """Make sure the run can write its files, before the model loads; UsageError naming the problem. Nothing
         is left behind (the trial write removes what it made)."""
         flag = f"--out {str(self.out)!r}"
+        if self.out.suffix.lower() in OTHER_IMAGE_SUFFIXES and not self.out.is_dir():
+            raise UsageError(f"{flag}: images are written as PNG (with their prompt and settings); give a .png path "
+                             "or a directory")
         if self.single_png:
             if self.out.is_dir():
                 raise UsageError(f"{flag} is a directory: give a new .png path, or the directory without .png")

@@ -159,6 +159,7 @@ def test_one_axis_sweep_is_one_row(sample_cli, tmp_path):
     (["--prompt", "   "], "prompt 1 is empty"),
     (["--prompt", "a", "--prompt", "b", "--out", "x.png"], "is one .png but this run makes 2 images"),
     (["--prompt", "x", "--num-images", 0], "--num-images must be >= 1"),
+    (["--prompt", "x", "--out", "x.jpg"], "images are written as PNG"),
     (["--prompt", "x", "--stop-at-stage", 5], "--stop-at-stage must be between 1 and 3"),
     (["--prompt", "x", "--sweep", "colour=1,2"], "--sweep 'colour=1,2': expected AXIS=V1,V2"),
     (["--prompt", "x", "--sweep", "aug-level=low,high"], "values must be comma-separated floats"),
