@@ -14,6 +14,7 @@ model at sampling, several at once with a scale each, unmerged or merged into th
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from pathlib import Path
 
@@ -103,6 +104,14 @@ def save_lora(directory: str | Path, weights: dict[str, dict[str, torch.Tensor]]
     return directory
 
 
+def without_adapters(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The state of a U-Net whose adapters are merged (into peft's `base_layer` weights) as a plain U-Net's: the
+    adapters' own tensors dropped."""
+    if not any("lora_" in key for key in state):
+        return state
+    return {key.replace(".base_layer.", "."): value for key, value in state.items() if "lora_" not in key}
+
+
 def read_lora(directory: str | Path) -> tuple[dict, dict[str, dict[str, torch.Tensor]]]:
     """(config, stage -> adapter weights) of an adapter directory; ValueError naming the problem."""
     directory = Path(directory)
@@ -134,6 +143,8 @@ def load_lora(pipe, directory: str | Path, scale: float = 1.0, merge: bool = Fal
     from peft import inject_adapter_in_model, set_peft_model_state_dict
     from peft.tuners.lora import LoraLayer
 
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
+        raise ValueError(f"the adapters' scale must be a finite number, got {scale!r}")
     document, weights = read_lora(directory)
     name = name or Path(directory).resolve().name
     if not same_encoder(document.get("text_encoder", {}), pipe.text_encoder.identity):

@@ -6,6 +6,7 @@ slerped noise, imagen.editing.interpolation)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -22,6 +23,18 @@ def randn(shape: Sequence[int], generator: Generator = None, *, device=None,
     return torch.stack([torch.randn(tuple(shape[1:]), generator=g, device=device, dtype=dtype)
                         if isinstance(g, torch.Generator) else g.randn(tuple(shape[1:]), device=device, dtype=dtype)
                         for g in generator])
+
+
+MIN_SEED, MAX_SEED = -(2**63), 2**63 - 1  # torch takes -2**63 to 2**64 - 1: room for the offsets images and stages add
+
+
+def check_seed(seed: Any, name: str = "seed") -> int:
+    """`seed` if it is an integer from MIN_SEED to MAX_SEED; ValueError naming `name` otherwise."""
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"{name} must be an integer, got {seed!r}")
+    if not MIN_SEED <= seed <= MAX_SEED:
+        raise ValueError(f"{name} {seed} is out of range: give an integer from -2**63 to 2**63 - 1")
+    return seed
 
 
 def generators(seeds: Sequence[int], device: str | torch.device = "cpu") -> list[torch.Generator]:

@@ -15,6 +15,8 @@ from typing import Any
 
 from configs import SAMPLER_NAMES, THRESHOLDING_MODES, TIME_GRID_NAMES, StageConfig
 
+MAX_STEPS = 10_000  # sampling steps per stage, ten times DDPM's 1,000: a bound before the time grid fills memory
+
 StageValue = Any  # None, one value, a sequence with one per stage run, or {stage name: value}
 
 
@@ -52,8 +54,8 @@ class SamplingOptions:
             if value is not None and value not in valid:
                 raise ValueError(f"unknown {what} {value!r}; valid: {', '.join(valid)}")
         steps = self.num_steps
-        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
-            raise ValueError(f"number of sampling steps must be an integer >= 1, got {steps!r}")
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS):
+            raise ValueError(f"number of sampling steps must be an integer from 1 to {MAX_STEPS:,}, got {steps!r}")
         if self.dynamic_percentile is not None and not 0.0 < self.dynamic_percentile <= 1.0:
             raise ValueError(f"dynamic thresholding percentile must be in (0, 1], got {self.dynamic_percentile}")
         if self.aug_level is not None and not 0.0 <= self.aug_level <= 1.0:

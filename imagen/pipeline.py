@@ -23,7 +23,7 @@ from configs import RunConfig
 
 from . import checkpoint
 from .io import available_memory
-from .noise import generators
+from .noise import check_seed, generators
 from .options import SamplingOptions, StageOptions, StageValue, per_stage
 from .output import ImagenOutput, check_output_type
 from .request import Request
@@ -43,6 +43,7 @@ class Imagen(nn.Module):
         self.base_model: dict | None = None  # the model it was fine-tuned from, as its config.json records it
         self.loras: list[dict] = []  # the LoRA adapters added by load_lora, recorded with every image
         self.compiled: list[str] = []  # the stages `compile` compiled
+        self._compiled_for: tuple | None = None  # (device, dtype) their frozen weights hold
 
     @classmethod
     def from_config(cls, config: RunConfig, device: str | torch.device | None = None) -> Imagen:
@@ -95,7 +96,7 @@ class Imagen(nn.Module):
         U-Nets' shared forward in a process (`torch._dynamo.config.recompile_limit`), beyond which a stage runs
         eagerly with torch's warning. On 2 CPU cores this pays for the 64 px base alone (`bench/mfu.py --levers`).
         Returns the pipe."""
-        names = list(self.stages) if stages is None else list(stages)
+        names = list(self.stages) if stages is None else [stages] if isinstance(stages, str) else list(stages)
         unknown = [n for n in names if n not in self.stages]
         if unknown:
             raise ValueError(f"no stage {unknown[0]!r} to compile; this model's stages: {', '.join(self.stages)}")
@@ -105,20 +106,36 @@ class Imagen(nn.Module):
         for name in names:
             self.stages[name].net.compile(**kwargs)
         self.compiled = [n for n in self.stages if n in names or n in self.compiled]
+        self._compiled_for = (self.device, self.dtype)
         return self
 
     def save_pretrained(self, directory: str | Path, dtype: torch.dtype | None = None,
                         state_dicts: dict[str, dict[str, torch.Tensor]] | None = None) -> Path:
         """Write config.json + one safetensors file per stage (`dtype`, e.g. torch.float16, to ship smaller).
         `state_dicts` overrides the weights written (the trainer passes EMA weights, or only trained stages). The
-        model it was fine-tuned from, if any (`base_model`), is recorded again."""
-        weights = state_dicts if state_dicts is not None else {n: s.net.state_dict() for n, s in self.stages.items()}
-        return checkpoint.write_model(directory, self.config, self.text_encoder.identity, weights, dtype,
+        model it was fine-tuned from, if any (`base_model`), is recorded again. LoRA adapters loaded with
+        `merge=True` are saved in the weights (a model of its own); unmerged ones are refused."""
+        from .lora import without_adapters
+
+        if state_dicts is None:
+            if any(not lora["merged"] for lora in self.loras):
+                raise ValueError("LoRA adapters are loaded unmerged: load them with merge=True to save the adapted "
+                                 "model, or save the adapters themselves (imagen-train --lora writes them)")
+            state_dicts = {n: without_adapters(s.net.state_dict()) for n, s in self.stages.items()}
+        dtype = None if dtype is None else parse_dtype(dtype)
+        if dtype is not None and dtype not in (torch.float32, torch.bfloat16, torch.float16):
+            raise ValueError(f"dtype must be float32, bfloat16 or float16, got {dtype}")
+        return checkpoint.write_model(directory, self.config, self.text_encoder.identity, state_dicts, dtype,
                                       base_model=self.base_model)
 
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The U-Nets' precision."""
+        return next(self.stages.parameters()).dtype
 
     def encode_prompts(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Text embeddings (B, L, D) and mask (B, L), on the cascade's device; L is the longest prompt's length, or
@@ -138,6 +155,9 @@ class Imagen(nn.Module):
         `sampling_options`), or `options` already resolved by it. Image i of the request is prompt
         i // num_images_per_prompt, drawn with seed `seed + i` (default seed 0), or with a seed drawn from
         `generator` (one for all images, or one each)."""
+        if self._compiled_for not in (None, (self.device, self.dtype)):  # frozen weights: stale, or NaN
+            raise ValueError(f"the stages were compiled on {self._compiled_for[0]} in {self._compiled_for[1]}, not "
+                             f"{self.device} in {self.dtype}: move the pipe first, then compile()")
         prompts = _prompt_list(prompt)
         if isinstance(num_images_per_prompt, bool) or not isinstance(num_images_per_prompt, int) \
                 or num_images_per_prompt < 1:
@@ -186,7 +206,7 @@ class Imagen(nn.Module):
         """The model-level settings recorded with every image: where the model came from, its text encoder,
         device and precision."""
         return {"model": self.name_or_path, "text_encoder": self.config.text.name, "device": str(self.device),
-                "dtype": str(next(self.parameters()).dtype).removeprefix("torch."),
+                "dtype": str(self.dtype).removeprefix("torch."),
                 "resolutions": {name: stage.resolution for name, stage in self.stages.items()},
                 **({"lora": list(self.loras)} if self.loras else {})}
 
@@ -384,9 +404,7 @@ def image_seeds(seed: int | None, generator: torch.Generator | Sequence[torch.Ge
                 count: int) -> list[int]:
     """One seed per image: `seed + i` (seed default 0), or drawn from `generator` (one for all, or one each)."""
     if generator is None:
-        seed = 0 if seed is None else seed
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"seed must be an integer, got {seed!r}")
+        seed = check_seed(0 if seed is None else seed)
         return [seed + i for i in range(count)]
     if seed is not None:
         raise ValueError("give seed or generator, not both")

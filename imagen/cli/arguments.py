@@ -17,7 +17,6 @@ PROG = "imagen-sample"
 MAX_PROMPTS_FILE = 16 * 2**20  # bytes of --prompts-file
 MAX_PROMPT_CHARS = 1000  # longer prompts are cut (a text encoder reads at most a few hundred tokens)
 DEFAULT_STRENGTH, DEFAULT_FRAMES, DEFAULT_FRAME_MS = 0.6, 8, 150
-MIN_SEED, MAX_SEED = -(2**63), 2**63 - 1
 # sweep axis -> (SamplingOptions field, value type)
 SWEEP_AXES = {"aug-level": ("aug_level", float), "guidance-scale": ("guidance_scale", float),
               "steps": ("num_steps", int), "dynamic-percentile": ("dynamic_percentile", float)}
@@ -222,10 +221,13 @@ def read_seed(value: str) -> int:
 
 
 def check_seed(seed: int, flag: str) -> None:
-    """UsageError unless `seed` is a signed 64-bit integer: torch's generators take -2**63 to 2**64 - 1, which
-    leaves room for the image index and stage offset the pipeline adds."""
-    if not MIN_SEED <= seed <= MAX_SEED:
-        raise UsageError(f"{flag} {seed} is out of range: give an integer from -2**63 to 2**63 - 1")
+    """UsageError, after `flag`, unless `seed` is in the range the pipeline takes (imagen.noise.check_seed)."""
+    from ..noise import check_seed as check
+
+    try:
+        check(seed, flag)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
 
 def read_loras(args: argparse.Namespace) -> list[tuple[Path, float, str]]:

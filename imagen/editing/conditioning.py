@@ -54,6 +54,21 @@ def shift_text(text: Text, source: Text, target: Text, scale: float) -> Text:
     return trim_text((embeds, (m | ms | mt) & (embeds != 0).any(-1)))
 
 
+def one_image_per_condition(kwargs: dict, what: str) -> dict:
+    """`kwargs` for `Imagen.request` when each image has a condition and seed of its own (`what`: interpolation,
+    text-diff): ValueError for what only a plain call takes (copies per prompt, a generator, a negative prompt per
+    image)."""
+    if kwargs.get("num_images_per_prompt", 1) != 1:
+        raise ValueError(f"{what} draws one image per condition: num_images_per_prompt is not taken (call it again "
+                         "with another seed)")
+    if kwargs.get("generator") is not None:
+        raise ValueError(f"{what} takes its seeds as seed=: a generator is not taken")
+    negative = kwargs.get("negative_prompt")
+    if negative is not None and not isinstance(negative, str) and len(list(negative)) != 1:
+        raise ValueError(f"{what} takes one negative_prompt for every image, got {negative!r}")
+    return kwargs
+
+
 def sample_texts(pipe, request, texts: Sequence[Text], *, alone: Sequence[bool]) -> dict[str, torch.Tensor]:
     """Run the cascade once per text condition (image i: `texts[i]`, `request.seeds[i]`, with the request's
     options, negative prompt, batch size and progress), {stage: (N, 3, R, R)}. Images flagged `alone` are sampled

@@ -109,6 +109,8 @@ def inpaint(pipe, prompt: str | Sequence[str], image: ImageLike, mask: ImageLike
     from the noised original; `resample_steps` > 1 adds RePaint resampling (better blending, U times the
     steps). Takes the arguments of `Imagen.__call__` and returns what it does."""
     check_output_type(output_type)
+    if mask is None:
+        raise ValueError("inpaint needs a mask (white = regenerate); without one use img2img")
     request = pipe.request(prompt, **kwargs)
     strengths = stage_strengths(pipe, request, strength)
     images = pipe.run(request, edit=ImageEdit(image, mask, strengths, resample_steps))

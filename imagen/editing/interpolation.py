@@ -20,8 +20,9 @@ from typing import Any
 import torch
 from PIL import Image
 
+from ..noise import check_seed
 from ..output import ImagenOutput, check_output_type
-from .conditioning import lerp_text, sample_texts
+from .conditioning import lerp_text, one_image_per_condition, sample_texts
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, u: float) -> torch.Tensor:
@@ -89,10 +90,12 @@ def interpolate(pipe, prompt: str, to_prompt: str | None = None, *, seed: int = 
     for text in (prompt, to_prompt):
         if not isinstance(text, str) or not text.strip():
             raise ValueError("interpolation prompts must be non-empty strings")
+    seed, to_seed = check_seed(seed), check_seed(to_seed, "to_seed")
     us = weights(frames)
     labels = [prompt if u == 0 else to_prompt if u == 1 else f"{prompt} -> {to_prompt} (u={u:.3f})" for u in us]
-    request = pipe.request(labels, seed=int(seed), **kwargs)
-    request = replace(request, seeds=[SlerpSeeds(int(seed), int(to_seed), u) for u in us])
+    request = pipe.request([prompt if u < 1 else to_prompt for u in us], seed=seed,
+                           **one_image_per_condition(kwargs, "interpolation"))
+    request = replace(request, prompts=labels, seeds=[SlerpSeeds(seed, to_seed, u) for u in us])
     start, end = pipe.encode_prompts([prompt]), pipe.encode_prompts([to_prompt])
     outputs = sample_texts(pipe, request, [lerp_text(start, end, u) for u in us], alone=[u in (0.0, 1.0) for u in us])
     extras = [{"seed": seed if u < 1 else to_seed, "interpolation": {

@@ -15,8 +15,9 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
+from ..noise import check_seed
 from ..output import ImagenOutput, check_output_type
-from .conditioning import sample_texts, shift_text
+from .conditioning import one_image_per_condition, sample_texts, shift_text
 
 
 def text_diff(pipe, prompt: str, source: str, target: str, scales: float | Sequence[float] = 1.0, *, seed: int = 0,
@@ -32,8 +33,9 @@ def text_diff(pipe, prompt: str, source: str, target: str, scales: float | Seque
     if not scales or not all(isinstance(s, (int, float)) and not isinstance(s, bool) and math.isfinite(s)
                              for s in scales):
         raise ValueError(f"text-diff scales must be finite numbers, got {scales!r}")
-    request = pipe.request([prompt] * len(scales), **kwargs)
-    request = replace(request, seeds=[int(seed)] * len(scales))
+    seed = check_seed(seed)
+    request = pipe.request([prompt] * len(scales), **one_image_per_condition(kwargs, "text-diff"))
+    request = replace(request, seeds=[seed] * len(scales))
     base, src, tgt = (pipe.encode_prompts([t]) for t in (prompt, source, target))
     outputs = sample_texts(pipe, request, [shift_text(base, src, tgt, float(s)) for s in scales],
                            alone=[s == 0 for s in scales])

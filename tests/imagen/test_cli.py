@@ -291,13 +291,13 @@ def test_inputs_are_bounded_before_any_work(sample_cli, tmp_path):
 
 
 @pytest.mark.parametrize("args, match", [
-    (["--steps", -5], r"^--steps: number of sampling steps must be an integer >= 1, got -5$"),
-    (["--steps", 2, 0], r"^--steps: number of sampling steps must be an integer >= 1, got 0$"),
+    (["--steps", -5], r"^--steps: number of sampling steps must be an integer from 1 to 10,000, got -5$"),
+    (["--steps", 2, 0], r"^--steps: number of sampling steps must be an integer from 1 to 10,000, got 0$"),
     (["--guidance-scale", "nan"], r"^--guidance-scale: guidance scale must be a finite number .*, got nan$"),
     (["--dynamic-percentile", 0], r"^--dynamic-percentile: dynamic thresholding percentile must be in \(0, 1\]"),
     (["--dynamic-percentile", 200], r"^--dynamic-percentile: .* must be in \(0, 1\], got 200.0$"),
     (["--aug-level", 1.5], r"^--aug-level: augmentation level must be in \[0, 1\], got 1.5$"),
-    (["--sweep", "steps=2,0"], r"^--sweep steps: number of sampling steps must be an integer >= 1, got 0$"),
+    (["--sweep", "steps=2,0"], r"^--sweep steps: number of sampling steps must be an integer from 1 to 10,000, got 0$"),
     (["--sweep", "guidance-scale=1,2", "dynamic-percentile=0.9,300"],
      r"^--sweep dynamic-percentile: dynamic thresholding percentile must be in \(0, 1\], got 300.0$"),
     (["--seed", "99999999999999999999999"], r"^--seed 99999999999999999999999 is out of range: give an integer "

@@ -181,6 +181,7 @@ def test_sampling_options_fill_defaults_and_take_one_value_per_stage_run_or_a_ma
     ("thresholding", "static", "soft", "unknown thresholding"),
     ("time_grid", "uniform", "cosine", "unknown time grid"),
     ("num_inference_steps", 2, 0, "steps"),
+    ("num_inference_steps", 2, 10**9, "from 1 to 10,000"),  # a grid of 10**9 times filled the memory
     ("dynamic_percentile", 0.9, 1.5, "percentile"),
     ("guidance_scale", 1.0, float("nan"), "guidance scale"),
 ])
@@ -305,6 +306,31 @@ def test_compile_keeps_the_weights_names_and_the_images(tiny_model_dir):
     # compiled, every prompt's text is read at the encoder's max_length (masked padding: the same images)
     assert compiled.encode_prompts([PROMPTS[0]])[1].shape[1] == compiled.text_encoder.max_length > \
         plain.encode_prompts([PROMPTS[0]])[1].shape[1]
+
+
+def test_a_compiled_pipe_moved_to_another_dtype_is_refused(tiny_model_dir):
+    from imagen import Imagen
+
+    pipe = Imagen.from_pretrained(tiny_model_dir).compile("base", backend="eager")
+    assert pipe.compiled == ["base"]
+    pipe.to(torch.bfloat16)  # the frozen float32 weights would run on (NaN images before)
+    with pytest.raises(ValueError, match="compiled on cpu in torch.float32, not cpu in torch.bfloat16"):
+        pipe.generate([PROMPTS[0]], progress=False)
+
+
+@pytest.mark.parametrize(("seed", "match"), [(2**64, "out of range"), (1.5, "must be an integer")])
+def test_seeds_out_of_range_are_refused_before_sampling(tiny_pipe, seed, match):
+    with pytest.raises(ValueError, match=match):
+        tiny_pipe.generate([PROMPTS[0]], seed=seed, progress=False)
+
+
+def test_save_pretrained_refuses_a_dtype_that_does_not_load(tiny_pipe, tmp_path):
+    for dtype, match in ((torch.int8, "must be float32, bfloat16 or float16"), ("fp16", "dtype must be one of")):
+        with pytest.raises(ValueError, match=match):
+            tiny_pipe.save_pretrained(tmp_path / "m", dtype=dtype)
+    assert not (tmp_path / "m").exists()
+    tiny_pipe.save_pretrained(tmp_path / "m", dtype="bfloat16")
+    assert (tmp_path / "m" / "config.json").is_file()
 
 
 def test_every_compiled_stage_keeps_a_graph_of_fixed_shapes(tiny_model_dir, graph_recorder):

@@ -132,6 +132,33 @@ def test_adapters_of_another_model_or_damaged_are_refused_in_one_line(trained, t
         Imagen.from_pretrained(trained[0]).load_lora(damaged)
 
 
+def test_a_bad_scale_leaves_the_model_as_it_was(trained):
+    from imagen import Imagen
+
+    model, adapters = trained
+    pipe = Imagen.from_pretrained(model)
+    for scale in ("0.5", float("nan"), True):
+        with pytest.raises(ValueError, match="scale must be a finite number"):
+            pipe.load_lora(adapters, scale=scale)
+    assert pipe.loras == [] and not any("lora_" in k for k in pipe.stages["base"].net.state_dict())
+
+
+def test_merged_adapters_save_as_a_model_of_their_own(trained, tmp_path):
+    from imagen import Imagen
+
+    model, adapters = trained
+    kwargs = {"seed": 3, "progress": False}
+    unmerged = Imagen.from_pretrained(model)
+    unmerged.load_lora(adapters)
+    with pytest.raises(ValueError, match="loaded unmerged: load them with merge=True"):
+        unmerged.save_pretrained(tmp_path / "unmerged")
+    merged = Imagen.from_pretrained(model)
+    merged.load_lora(adapters, merge=True)
+    merged.save_pretrained(tmp_path / "adapted")  # could not be loaded back before
+    back = Imagen.from_pretrained(tmp_path / "adapted").generate(["a red circle"], **kwargs)["base"]
+    torch.testing.assert_close(back, merged.generate(["a red circle"], **kwargs)["base"], atol=0, rtol=0)
+
+
 def test_lora_needs_a_model_to_adapt(tmp_path, capsys):
     assert main(["--config", "shapes-tiny", "--lora", "4", "--output", str(tmp_path / "r"), "--stage", "base"]) == 2
     assert "give it with --init-from MODEL" in capsys.readouterr().err

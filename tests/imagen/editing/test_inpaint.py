@@ -168,3 +168,8 @@ def test_bad_inputs_give_one_clear_error(tiny_pipe, init, mask, tmp_path):
         tiny_pipe.inpaint(PROMPT, init, tmp_path / "mask.png", progress=False)
     with pytest.raises(ValueError, match="output_type"):
         tiny_pipe.inpaint(PROMPT, init, mask, output_type="tensor", progress=False)
+
+
+def test_inpainting_without_a_mask_is_refused(tiny_pipe):
+    with pytest.raises(ValueError, match="inpaint needs a mask"):  # it ran as plain text-to-image before
+        tiny_pipe.inpaint("a red circle", torch.zeros(1, 3, 16, 16), None, progress=False)

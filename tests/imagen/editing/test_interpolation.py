@@ -89,6 +89,31 @@ def test_interpolation_takes_the_sampling_options_and_stochastic_samplers(tiny_p
         tiny_pipe.interpolate(A, " ", progress=False)
 
 
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"num_images_per_prompt": 2}, "num_images_per_prompt is not taken"),
+    ({"generator": "g"}, "a generator is not taken"),
+    ({"negative_prompt": ["x", "y", "z"]}, "one negative_prompt for every image"),
+    ({"seed": 1.7}, "seed must be an integer"),
+])
+def test_interpolation_and_text_diff_refuse_what_only_a_plain_call_takes(tiny_pipe, kwargs, match):
+    kwargs = {k: torch.Generator() if v == "g" else v for k, v in kwargs.items()}
+    with pytest.raises(ValueError, match=match):  # an IndexError after sampling, or silently ignored, before
+        tiny_pipe.interpolate(A, B, frames=3, progress=False, **kwargs)
+    with pytest.raises(ValueError, match=match.replace("interpolation", "text-diff")):
+        tiny_pipe.text_diff(A, A, B, scales=[0, 1], progress=False, **kwargs)
+
+
+def test_the_frames_labels_are_not_read_as_prompts(tiny_pipe):
+    import warnings
+
+    long = f"{A} and a small yellow triangle at the bottom right"  # fits; its frames' labels would not
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = tiny_pipe.interpolate(long, B, frames=3, stop_at_stage=1, progress=False)
+    assert not [w for w in caught if "longer than" in str(w.message)]
+    assert out.settings[1]["prompt"] == f"{long} -> {B} (u=0.500)"
+
+
 def test_strip_and_gif():
     frames = [Image.new("RGB", (8, 8), (40 * k, 0, 0)) for k in range(4)]
     row = strip(frames)
