@@ -85,6 +85,8 @@ def per_stage(value: StageValue, names: Sequence[str], what: str, known: Sequenc
     """{name: its value} for the stages `names` of a run (see the module docstring). `known`: every stage name of
     the model, which a mapping may also name (stages outside the run are then ignored)."""
     names = list(names)
+    if getattr(value, "ndim", None) == 0:  # a NumPy or torch scalar: the number it holds
+        value = value.item()
     if value is None or isinstance(value, (str, int, float)) or callable(value):
         return {name: value for name in names}
     if isinstance(value, Mapping):

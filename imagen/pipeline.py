@@ -11,6 +11,7 @@ image does not depend on the batch it was drawn in.
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -162,8 +163,13 @@ class Imagen(nn.Module):
         if isinstance(num_images_per_prompt, bool) or not isinstance(num_images_per_prompt, int) \
                 or num_images_per_prompt < 1:
             raise ValueError(f"num_images_per_prompt must be an integer >= 1, got {num_images_per_prompt!r}")
-        if max_batch_size is not None and max_batch_size < 1:
-            raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        if max_batch_size is not None and (isinstance(max_batch_size, bool) or not isinstance(max_batch_size, int)
+                                           or max_batch_size < 1):
+            raise ValueError(f"max_batch_size must be an integer >= 1, got {max_batch_size!r}")
+        unknown = sorted(set(sampling) - set(inspect.signature(self.sampling_options).parameters))
+        if unknown:
+            raise TypeError(f"unexpected argument {unknown[0]!r}; the per-stage sampling arguments are "
+                            f"{', '.join(inspect.signature(self.sampling_options).parameters)}")
         if options is None:
             options = self.sampling_options(**sampling)
         elif sampling:

@@ -83,20 +83,24 @@ class ImageEdit:
         return composite(x0, image, mask)
 
 
-def stage_strengths(pipe, request: Request, strength: StageValue) -> dict[str, float]:
-    """{stage name: strength} for the stages of `request`: a per-stage value (imagen.options)."""
+IMG2IMG_STRENGTH = 0.6  # img2img's default: the layout kept, the rest redrawn
+
+
+def stage_strengths(pipe, request: Request, strength: StageValue, default: float) -> dict[str, float]:
+    """{stage name: strength} for the stages of `request`: a per-stage value (imagen.options); a stage a mapping
+    does not name keeps `default`, the method's own."""
     strengths = per_stage(strength, list(request.options), "strength", list(pipe.stages))
-    return {name: check_strength(value) for name, value in strengths.items()}
+    return {name: check_strength(default if value is None else value) for name, value in strengths.items()}
 
 
-def img2img(pipe, prompt: str | Sequence[str], image: ImageLike, strength: StageValue = 0.6, *,
+def img2img(pipe, prompt: str | Sequence[str], image: ImageLike, strength: StageValue = IMG2IMG_STRENGTH, *,
             output_type: str = "pil", return_all_stages: bool = False, **kwargs: Any) -> ImagenOutput:
     """Variations of `image` (a path, PIL image or (3, H, W) tensor in [-1, 1]; square, any size) following
     the prompts: noised to `strength` in [0, 1] (a per-stage value) and denoised. Takes the arguments of
     `Imagen.__call__` and returns what it does."""
     check_output_type(output_type)
     request = pipe.request(prompt, **kwargs)
-    strengths = stage_strengths(pipe, request, strength)
+    strengths = stage_strengths(pipe, request, strength, IMG2IMG_STRENGTH)
     images = pipe.run(request, edit=ImageEdit(image, strength=strengths))
     return request.output(images, output_type, return_all_stages, {"edit": {"mode": "img2img", "strength": strengths}})
 
@@ -112,7 +116,7 @@ def inpaint(pipe, prompt: str | Sequence[str], image: ImageLike, mask: ImageLike
     if mask is None:
         raise ValueError("inpaint needs a mask (white = regenerate); without one use img2img")
     request = pipe.request(prompt, **kwargs)
-    strengths = stage_strengths(pipe, request, strength)
+    strengths = stage_strengths(pipe, request, strength, 1.0)
     images = pipe.run(request, edit=ImageEdit(image, mask, strengths, resample_steps))
     settings = {"mode": "inpaint", "strength": strengths, "resample_steps": resample_steps}
     return request.output(images, output_type, return_all_stages, {"edit": settings})

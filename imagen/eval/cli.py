@@ -86,8 +86,10 @@ def _judge_items(items: list[Item], low_res: Path | None,
     records, judgements, skipped = [], [], Counter()
     for item in items:
         scene = parse_caption(item.caption) if item.caption else None
-        if item.caption is None or scene is None:
-            skipped["no_caption" if item.caption is None else "not_shapes_caption"] += 1
+        if item.caption is None or scene is None:  # a PNG whose caption chunk cannot be read may be damaged
+            reason = "not_shapes_caption" if item.caption else "unreadable" if _load_path(item.path) is None \
+                else "no_caption"
+            skipped[reason] += 1
             continue
         image = _load_path(item.path)
         if image is None:

@@ -318,6 +318,17 @@ def test_a_compiled_pipe_moved_to_another_dtype_is_refused(tiny_model_dir):
         pipe.generate([PROMPTS[0]], progress=False)
 
 
+def test_numpy_and_torch_scalars_are_numbers_and_unknown_arguments_are_named(tiny_pipe):
+    import numpy as np
+
+    options = tiny_pipe.sampling_options(num_inference_steps=np.int64(3), guidance_scale=torch.tensor(2.5))
+    assert {o.num_steps for o in options.values()} == {3} and {o.guidance_scale for o in options.values()} == {2.5}
+    with pytest.raises(TypeError, match="unexpected argument 'height'; the per-stage sampling arguments are"):
+        tiny_pipe.generate([PROMPTS[0]], height=128, progress=False)
+    with pytest.raises(ValueError, match="max_batch_size must be an integer >= 1, got 1.5"):
+        tiny_pipe.generate([PROMPTS[0]], max_batch_size=1.5, progress=False)
+
+
 @pytest.mark.parametrize(("seed", "match"), [(2**64, "out of range"), (1.5, "must be an integer")])
 def test_seeds_out_of_range_are_refused_before_sampling(tiny_pipe, seed, match):
     with pytest.raises(ValueError, match=match):

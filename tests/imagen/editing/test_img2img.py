@@ -89,6 +89,8 @@ def test_strength_is_per_stage_and_each_stage_edits_the_image_at_its_resolution(
         tiny_pipe.img2img(PROMPT, init, strength=[0.1, 0.2], progress=False)
     with pytest.raises(ValueError, match="strength"):
         tiny_pipe.img2img(PROMPT, init, strength=1.5, progress=False)
+    named = tiny_pipe.img2img(PROMPT, init, strength={"sr1": 0.2}, seed=1, stop_at_stage=2, progress=False)
+    assert named.settings[0]["edit"]["strength"] == {"base": 0.6, "sr1": 0.2}  # the others keep the default
 
 
 def test_stop_at_stage_edits_the_image_downsampled_to_the_last_stage_run(tiny_pipe, init):

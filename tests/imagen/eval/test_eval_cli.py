@@ -57,6 +57,10 @@ def test_directory_table_and_json(samples, tmp_path, capsys):
     result = json.loads(out.read_text())
     assert result["count"] == 4 and result["skipped"] == 2
     assert result["skipped_by_reason"] == {"no_caption": 1, "not_shapes_caption": 1}
+    (samples / "g.png").write_bytes((samples / "a.png").read_bytes()[:60])  # cut short: its caption too
+    assert main([str(samples), "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["skipped_by_reason"] == {"no_caption": 1, "not_shapes_caption": 1,
+                                                                "unreadable": 1}
     assert result["one_object"]["count"] == 3 and result["one_object"]["background"] == pytest.approx(2 / 3)
     assert result["two_objects"]["overall"] == 1.0
     assert result["by_resolution"]["64"]["count"] == 4
