@@ -3,6 +3,7 @@ mask, and a missing Gradio into one line saying how to install it."""
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 
 import pytest
@@ -21,17 +22,23 @@ def test_without_gradio_it_says_how_to_install_it(monkeypatch, capsys, tiny_mode
 def test_an_address_it_cannot_serve_is_refused_before_the_model_loads(capsys, tmp_path):
     import socket
 
-    pytest.importorskip("gradio")
+    from imagen.app import serving_port
+    from imagen.cli.common import UsageError
+
+    assert 0 < serving_port("127.0.0.1", 0) <= 65535  # a free one
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         busy = taken.getsockname()[1]
-        for argv, message in ((["--port", "70000"], "--port 70000: give a port in 1-65535"),
-                              (["--port", str(busy)], f"cannot serve at --host 127.0.0.1 --port {busy}"),
-                              (["--host", "no.such.host.invalid"], "cannot serve at --host no.such.host.invalid")):
-            assert main(["--model", str(tmp_path / "no-model"), *argv]) == 2  # no model: the address came first
+        for host, port, message in (("127.0.0.1", 70000, "--port 70000: give a port in 1-65535"),
+                                    ("127.0.0.1", busy, f"cannot serve at --host 127.0.0.1 --port {busy}"),
+                                    ("no.such.host.invalid", 0, "cannot serve at --host no.such.host.invalid")):
+            with pytest.raises(UsageError, match=message):
+                serving_port(host, port)
+        if importlib.util.find_spec("gradio") is not None:  # the command checks it before loading any model
+            assert main(["--model", str(tmp_path / "no-model"), "--port", str(busy)]) == 2
             err = capsys.readouterr().err
-            assert err.count("\n") == 1 and message in err, err
+            assert err.count("\n") == 1 and f"--port {busy}" in err, err
 
 
 def test_a_painted_layer_is_the_mask():
