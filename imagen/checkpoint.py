@@ -42,10 +42,13 @@ def write_model(directory: str | Path, config: RunConfig, text_identity: dict,
     dropped from the saved config (a partial cascade); `base_model`: the model it was fine-tuned from
     (`base_model_record`). Weight files first, config.json last, each atomic."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     stages = [name for name in config.stages() if name in state_dicts]
     if not stages:
         raise ValueError("nothing to save: no stage has weights")
+    if directory.exists() and not directory.is_dir():
+        raise ValueError(f"{directory} is a file: save the model into a directory")
+    directory.mkdir(parents=True, exist_ok=True)
+    replaced = _saved_stages(directory)
     digests = {}
     for name in stages:
         tensors = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
@@ -60,7 +63,17 @@ def write_model(directory: str | Path, config: RunConfig, text_identity: dict,
     document = {"format": FORMAT, "version": VERSION, "config": saved, "text_encoder": text_identity,
                 "stages": stages, "digests": digests, **({"base_model": base_model} if base_model else {})}
     atomic_write(directory / CONFIG_FILE, json.dumps(document, indent=2))
+    for name in set(replaced) - set(stages):  # the model saved here before had them: stale now
+        (directory / weights_file(name)).unlink(missing_ok=True)
     return directory
+
+
+def _saved_stages(directory: Path) -> list[str]:
+    """The stages of the model already saved in `directory` (none when there is no readable one)."""
+    try:
+        return list(read_document(directory).get("stages", []))
+    except (OSError, ValueError, AttributeError):
+        return []
 
 
 def resolve_model(name_or_path: str | Path) -> Path:

@@ -93,6 +93,17 @@ def test_partial_cascades_load_and_sample(tiny_pipe, tmp_path, load, stages):
 def test_nothing_to_save_is_an_error(tiny_pipe, tmp_path):
     with pytest.raises(ValueError, match="no stage has weights"):
         tiny_pipe.save_pretrained(tmp_path / "empty", state_dicts={})
+    (tmp_path / "file").write_text("mine")
+    with pytest.raises(ValueError, match="is a file: save the model into a directory"):
+        tiny_pipe.save_pretrained(tmp_path / "file")
+    assert (tmp_path / "file").read_text() == "mine"
+
+
+def test_saving_over_a_model_leaves_none_of_its_stale_stages(tiny_pipe, tmp_path):
+    directory = tiny_pipe.save_pretrained(tmp_path / "m")
+    (directory / "notes.txt").write_text("mine")
+    tiny_pipe.save_pretrained(directory, state_dicts={"base": tiny_pipe.stages["base"].net.state_dict()})
+    assert sorted(p.name for p in directory.iterdir()) == ["base.safetensors", "config.json", "notes.txt"]
 
 
 def test_missing_weights_file_is_named(model_dir, load):
