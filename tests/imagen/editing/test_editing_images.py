@@ -33,6 +33,17 @@ def test_any_image_mode_is_converted_to_rgb(mode):
     assert load_image(image).shape == (1, 3, 8, 8)
 
 
+def test_grey_images_deeper_than_8_bits_keep_their_levels(tmp_path):
+    levels = np.linspace(0, 65535, 64).reshape(8, 8).astype(np.uint16)
+    Image.fromarray(levels).save(tmp_path / "deep.png")  # a 16-bit PNG: white before, clipped at 255 of 65535
+    expected = torch.from_numpy(levels / 65535.0 * 2 - 1).float()
+    for image in (Image.open(tmp_path / "deep.png"), Image.fromarray((levels / 65535.0).astype(np.float32)),
+                  Image.fromarray(levels.astype(np.int32))):
+        got = load_image(image)[0]
+        assert got.shape == (3, 8, 8), image.mode
+        torch.testing.assert_close(got, expected.expand(3, 8, 8), atol=1e-5, rtol=0)
+
+
 def test_image_tensors_are_checked():
     assert load_image(torch.zeros(3, 4, 4)).shape == (1, 3, 4, 4)
     with pytest.raises(ValueError, match=r"\[-1, 1\]"):
