@@ -7,16 +7,19 @@ import torch
 from PIL import Image
 
 
+def deep_grey_to_rgb(image: Image.Image) -> Image.Image:
+    """A grey image deeper than 8 bits as 8-bit RGB, its levels kept (`convert("RGB")` clips them): 16-bit (`I;16*`,
+    and `I`, as 16-bit PNGs open) scaled from 0..65535, float (`F`) read as 0..1."""
+    array = np.asarray(image).astype(np.float64)
+    scale = 1.0 if image.mode == "F" else 65535.0
+    grey = np.clip(np.rint(array / scale * 255.0), 0, 255).astype(np.uint8)
+    return Image.fromarray(grey, "L").convert("RGB")
+
+
 def to_tensor(image: Image.Image) -> torch.Tensor:
-    """An RGB (or convertible) PIL image as a float tensor (3, H, W) in [-1, 1]. Grey images deeper than 8 bits
-    (16-bit PNGs open as `I;16` or `I`, float ones as `F`) are scaled by their depth: `convert("RGB")` clips them."""
+    """An RGB (or convertible) PIL image as a float tensor (3, H, W) in [-1, 1]."""
     if image.mode.startswith("I") or image.mode == "F":
-        grey = np.asarray(image, dtype=np.float64)
-        top = grey.max(initial=0)
-        full = 65535.0 if image.mode.startswith("I;16") or top > 255 else 1.0 if image.mode == "F" and top <= 1 \
-            else 255.0  # `I` and `F` say nothing of their range: 16-bit, [0, 1] floats, else 8-bit values
-        unit = torch.from_numpy(np.clip(grey / full, 0.0, 1.0)).float()
-        return unit.mul(2.0).sub(1.0).expand(3, *unit.shape).contiguous()
+        image = deep_grey_to_rgb(image)
     array = np.asarray(image.convert("RGB"), dtype=np.uint8)
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
 

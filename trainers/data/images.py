@@ -25,9 +25,9 @@ import os
 import random
 import warnings
 
-import numpy as np
 from PIL import Image, ImageOps
 
+from imagen.images import deep_grey_to_rgb
 from imagen.io import MAX_TEXT_BYTES, check_regular_file, read_bounded
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
@@ -117,13 +117,6 @@ def open_image(source: str | os.PathLike | bytes, *, min_size: int = 1, max_pixe
         raise BadSample("unreadable image", f"{type(error).__name__}: {error}") from None
 
 
-def _gray16_to_rgb(image: Image.Image) -> Image.Image:
-    array = np.asarray(image).astype(np.float64)
-    scale = 1.0 if image.mode == "F" else 65535.0
-    gray = np.clip(np.rint(array / scale * 255.0), 0, 255).astype(np.uint8)
-    return Image.fromarray(gray, "L").convert("RGB")
-
-
 def _cmyk_to_rgb(image: Image.Image) -> Image.Image:
     profile = image.info.get("icc_profile")
     if profile:
@@ -141,7 +134,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
     """`image` in any PIL mode as 8-bit RGB; transparency composited over white (see module doc)."""
     mode = image.mode
     if mode.startswith("I") or mode == "F":
-        return _gray16_to_rgb(image)
+        return deep_grey_to_rgb(image)
     if mode == "CMYK":
         return _cmyk_to_rgb(image)
     if mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in image.info:
