@@ -97,11 +97,12 @@ def resolve_model(name_or_path: str | Path) -> Path:
 
 
 def read_model(directory: Path) -> tuple[RunConfig, dict, dict[str, dict[str, torch.Tensor]]]:
-    """(config, text encoder identity, stage name -> weights) of a saved model; ValueError naming the file
-    that is missing, truncated or inconsistent."""
+    """(config, document, stage name -> weights) of a saved model, the document being its config.json as written
+    (`document["text_encoder"]`: the text encoder's identity; `"base_model"` when it was fine-tuned); ValueError
+    naming the file that is missing, truncated or inconsistent."""
     config_path = directory / CONFIG_FILE
     try:
-        document = json.loads(config_path.read_text(encoding="utf-8"))
+        document = read_document(directory)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"{config_path}: cannot be read as JSON ({e}); the model directory is damaged") from None
     if not isinstance(document, dict) or document.get("format") != FORMAT:
@@ -116,7 +117,7 @@ def read_model(directory: Path) -> tuple[RunConfig, dict, dict[str, dict[str, to
     digests = document.get("digests") or {}
     weights = {name: load_stage_weights(directory / weights_file(name), name, digests.get(weights_file(name)))
                for name in config.stages()}
-    return config, document.get("text_encoder", {}), weights
+    return config, document, weights
 
 
 def read_document(directory: Path) -> dict:
@@ -124,11 +125,10 @@ def read_document(directory: Path) -> dict:
     return json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
 
 
-def base_model_record(directory: Path, name: str, stages: list[str]) -> dict:
-    """What a model fine-tuned from the saved model in `directory` records of it: the name it was given by, its
-    weight files' SHA-256, the stages the tuning trained, and its own `base_model` when it was tuned too, so a
-    model's whole lineage back to its first training run stays in its config.json."""
-    document = read_document(directory)
+def base_model_record(document: dict, name: str, stages: list[str]) -> dict:
+    """What a model fine-tuned from a saved model (`document`: its config.json) records of it: the name it was given
+    by, its weight files' SHA-256, the stages the tuning trained, and its own `base_model` when it was tuned too, so
+    a model's whole lineage back to its first training run stays in its config.json."""
     record = {"name": name, "digests": document.get("digests", {}), "stages_tuned": stages}
     return {**record, **({"base_model": document["base_model"]} if "base_model" in document else {})}
 

@@ -29,7 +29,7 @@ from .options import SamplingOptions, StageOptions, StageValue, per_stage
 from .output import ImagenOutput, check_output_type
 from .request import Request
 from .stage import Stage, StageEdit
-from .text import EMBEDDED, TextEncoder, load_text_encoder, pad_tokens, parse_dtype, same_encoder
+from .text import DTYPES, EMBEDDED, TextEncoder, load_text_encoder, pad_tokens, parse_dtype, same_encoder
 
 
 class Imagen(nn.Module):
@@ -64,13 +64,14 @@ class Imagen(nn.Module):
         device = resolve_device(device)
         dtype = torch.float32 if dtype is None else parse_dtype(dtype)
         directory = checkpoint.resolve_model(name_or_path)
-        config, identity, weights = checkpoint.read_model(directory)
+        config, document, weights = checkpoint.read_model(directory)
+        identity = document.get("text_encoder", {})
         check_model_size(config, directory)
         encoder = text_encoder or load_text_encoder(config.text, device=device)
         _check_text_encoder(identity, encoder, directory)
         pipe = cls(config, encoder)
         pipe.name_or_path = str(name_or_path)
-        pipe.base_model = checkpoint.read_document(directory).get("base_model")
+        pipe.base_model = document.get("base_model")
         for name, stage in pipe.stages.items():
             checkpoint.load_weights(stage.net, weights[name], directory / checkpoint.weights_file(name))
         return pipe.to(device, dtype).eval()
@@ -124,7 +125,7 @@ class Imagen(nn.Module):
                                  "model, or save the adapters themselves (imagen-train --lora writes them)")
             state_dicts = {n: without_adapters(s.net.state_dict()) for n, s in self.stages.items()}
         dtype = None if dtype is None else parse_dtype(dtype)
-        if dtype is not None and dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        if dtype is not None and dtype not in DTYPES.values():
             raise ValueError(f"dtype must be float32, bfloat16 or float16, got {dtype}")
         return checkpoint.write_model(directory, self.config, self.text_encoder.identity, state_dicts, dtype,
                                       base_model=self.base_model)
@@ -166,10 +167,11 @@ class Imagen(nn.Module):
         if max_batch_size is not None and (isinstance(max_batch_size, bool) or not isinstance(max_batch_size, int)
                                            or max_batch_size < 1):
             raise ValueError(f"max_batch_size must be an integer >= 1, got {max_batch_size!r}")
-        unknown = sorted(set(sampling) - set(inspect.signature(self.sampling_options).parameters))
+        accepted = inspect.signature(self.sampling_options).parameters
+        unknown = sorted(set(sampling) - set(accepted))
         if unknown:
             raise TypeError(f"unexpected argument {unknown[0]!r}; the per-stage sampling arguments are "
-                            f"{', '.join(inspect.signature(self.sampling_options).parameters)}")
+                            f"{', '.join(accepted)}")
         if options is None:
             options = self.sampling_options(**sampling)
         elif sampling:

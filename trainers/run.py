@@ -37,14 +37,18 @@ RUN_CONFIG, LOCK_FILE = "run-config.json", ".lock"
 
 @dataclass(frozen=True)
 class InitModel:
-    """A trained model that fine-tuning starts from (`imagen-train --init-from`): its directory, config, text
-    encoder identity and per-stage weights."""
+    """A trained model that fine-tuning starts from (`imagen-train --init-from`): its directory, config, config.json
+    as written (`checkpoint.read_model`) and per-stage weights."""
 
     directory: Path
     config: RunConfig
-    text_identity: dict
+    document: dict
     weights: dict[str, dict[str, torch.Tensor]]
     name: str = ""  # as the user named it (a shipped name, a directory): what LoRA adapters refer to
+
+    @property
+    def text_identity(self) -> dict:
+        return self.document.get("text_encoder", {})
 
     @classmethod
     def load(cls, name_or_path: str | Path) -> InitModel:
@@ -140,7 +144,7 @@ def train_run(config: RunConfig, run_dir: Path, stages: list[str], *, resume: bo
         _check_init(init, encoder.identity, stages)
     inherited = {} if init is None or lora else {
         n: w for n, w in init.weights.items() if n in config.stages() and n not in stages}
-    base_model = None if init is None else checkpoint.base_model_record(init.directory, init.name, stages)
+    base_model = None if init is None else checkpoint.base_model_record(init.document, init.name, stages)
     results: dict[str, StageResult] = {}
     for name in stages:
         try:

@@ -59,13 +59,13 @@ def test_exported_models_are_verified_and_typed(tmp_path, tiny_overrides):
 
     assert _train(tmp_path, tiny_overrides, "--max-steps", "2") == 0
     model = tmp_path / "run"
-    config, identity, weights = read_model(model)
+    config, document, weights = read_model(model)
     assert set(json.loads((model / "config.json").read_text())["digests"]) == {"base.safetensors"}
     _flip(model / "base.safetensors")
     with pytest.raises(ValueError, match="base.safetensors: its contents do not match the SHA-256"):
         Imagen.from_pretrained(model)
     typed = {k: (v > 0 if v.is_floating_point() and v.dim() > 1 else v) for k, v in weights["base"].items()}
-    write_model(tmp_path / "bool", config, identity, {"base": typed})
+    write_model(tmp_path / "bool", config, document["text_encoder"], {"base": typed})
     with pytest.raises(ValueError, match="is torch.bool in the file but the config needs a float tensor"):
         Imagen.from_pretrained(tmp_path / "bool")
 
