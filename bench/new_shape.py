@@ -137,7 +137,7 @@ def _judge_in_process(args: argparse.Namespace) -> None:
     emit(judge_model(args.model, args.lora, star, held_out_prompts(args.original_prompts), args.phrase))
 
 
-def picture(runs: Path, out: Path) -> None:
+def picture(base: str, runs: Path, out: Path) -> None:
     """Rows: the shipped model, its full fine-tune, its LoRA; columns: star prompts held out and seen, and one
     original prompt; 256 px (the tuned base, then the shipped 64 -> 256 stage), the same seed everywhere."""
     from imagen import Imagen
@@ -145,7 +145,7 @@ def picture(runs: Path, out: Path) -> None:
     from imagen.grid import labelled_grid
 
     prompts = [*held_out_star_prompts(4), tuning_scenes()[5].caption, held_out_prompts(1)[0]]
-    models = {"shapes": ("shapes", None), "full": (str(runs / "full"), None), "LoRA": ("shapes", str(runs / "lora"))}
+    models = {Path(base).name: (base, None), "full": (str(runs / "full"), None), "LoRA": (base, str(runs / "lora"))}
     images, titles = [], []
     for title, (model, lora) in models.items():
         pipe = Imagen.from_pretrained(model)
@@ -160,7 +160,7 @@ def picture(runs: Path, out: Path) -> None:
     print(f"wrote {out}")
 
 
-def adapter_cost(lora: Path, repeats: int) -> dict:
+def adapter_cost(base: str, lora: Path, repeats: int) -> dict:
     """Seconds (median of `repeats`) of one guided 64 px base image (25 steps), without adapters, with the
     adapters in `lora` unmerged (scale 1) and merged into the weights."""
     from imagen import Imagen
@@ -168,7 +168,7 @@ def adapter_cost(lora: Path, repeats: int) -> dict:
     prompt = held_out_star_prompts(1)
     result = {}
     for name, kwargs in (("none", None), ("unmerged", {"merge": False}), ("merged", {"merge": True})):
-        pipe = Imagen.from_pretrained("shapes")
+        pipe = Imagen.from_pretrained(base)
         if kwargs is not None:
             pipe.load_lora(lora, **kwargs)
         seconds, _ = median_time(lambda p=pipe: p.generate(prompt, seed=0, stop_at_stage="base", progress=False),
@@ -184,14 +184,14 @@ def kept(original: dict, shipped: dict) -> dict:
     return {k: round(original[k] / max(shipped[k], 1e-9), 4) for k in ATTRIBUTES}
 
 
-def adapter_scales(lora: Path, scales: list[float], star_prompts: list[str], original_prompts: list[str],
-                   shipped: dict) -> dict:
+def adapter_scales(base: str, lora: Path, scales: list[float], star_prompts: list[str],
+                   original_prompts: list[str], shipped: dict) -> dict:
     """The adapters in `lora` judged at each sampling scale (`imagen-sample --lora DIR:SCALE`): a smaller scale
     keeps more of what the model knew and less of what the adapters taught; `kept` against `shipped` (the shipped
     model's scores on the original prompts)."""
     rows = {}
     for scale in scales:
-        row = judge_model("shapes", str(lora), star_prompts, original_prompts, scale=scale)
+        row = judge_model(base, str(lora), star_prompts, original_prompts, scale=scale)
         row["kept"] = kept(row["original"], shipped)
         rows[str(scale)] = row
     return rows
@@ -224,7 +224,7 @@ def generalisation(run: Path) -> dict:
     return result
 
 
-def _tune(variant: str, runs: Path, minutes: float, steps: int | None, rank: int, threads: int,
+def _tune(variant: str, base: str, runs: Path, minutes: float, steps: int | None, rank: int, threads: int,
           overrides: list[str]) -> dict:
     run = runs / variant
     extra = [a.format(rank=rank) for a in VARIANTS[variant]]
@@ -232,7 +232,7 @@ def _tune(variant: str, runs: Path, minutes: float, steps: int | None, rank: int
         extra += ["--set", override]
     # a step cap always: without one the model's own max_steps (its last training run's) would end the tuning
     budget = ["--minutes", str(minutes), "--max-steps", str(steps or 10**6)]
-    cmd = [sys.executable, "-m", "trainers.cli", "--init-from", "shapes", "--stage", "base", "--data",
+    cmd = [sys.executable, "-m", "trainers.cli", "--init-from", base, "--stage", "base", "--data",
            str(runs / "data"), "--output", str(run), *budget, "--no-progress", *TUNING, *extra]
     started = time.perf_counter()
     spawn_json(cmd, f"tuning {variant}", threads, log=run.parent / f"{variant}.log", expect_json=False)
@@ -259,6 +259,8 @@ def _steps(run: Path) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "new-shape")
+    parser.add_argument("--base", default="shapes", help="the model taught the star and judged against (default the "
+                                                         "shipped shapes; a model or run directory)")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--minutes", type=float, default=12.0, help="tuning budget per variant (target <= 20)")
     parser.add_argument("--steps", type=int, help="also stop each variant after this many steps (the first budget "
@@ -290,7 +292,7 @@ def main() -> None:
         _judge_in_process(args)
         return
     if args.picture:
-        picture(args.runs, args.picture)
+        picture(args.base, args.runs, args.picture)
         return
     if args.generalisation:
         emit({"generalisation": generalisation(args.runs / "full"), "machine": machine(args.threads)}, args.out)
@@ -302,12 +304,14 @@ def main() -> None:
         if not runs:
             raise SystemExit(f"error: no LoRA run among --variants in {args.runs}: tune one first")
         star, original = held_out_star_prompts(args.star_prompts), held_out_prompts(args.original_prompts)
-        shipped = judge_model("shapes", None, star, original)["original"]
-        rows = {run.name: adapter_scales(run, args.adapter_scales, star, original, shipped) for run in runs}
+        shipped = judge_model(args.base, None, star, original)["original"]
+        rows = {run.name: adapter_scales(args.base, run, args.adapter_scales, star, original, shipped)
+                for run in runs}
         emit({"adapter_scales": rows, "machine": machine(args.threads)}, args.out)
         return
     if args.cost:
-        emit({"adapter_cost": adapter_cost(args.runs / "lora", 7), "machine": machine(args.threads)}, args.out)
+        emit({"adapter_cost": adapter_cost(args.base, args.runs / "lora", 7), "machine": machine(args.threads)},
+             args.out)
         return
     overrides = ([f"base.train.lr={args.lr}"] if args.lr is not None else []) + args.overrides
     unknown = [v for v in args.variants.split(",") if v not in VARIANTS]
@@ -317,19 +321,19 @@ def main() -> None:
                     "star_prompts": held_out_star_prompts(args.star_prompts), "variants": {}}
     judge = [sys.executable, __file__, "--judge", "--star-prompts", str(args.star_prompts),
              "--original-prompts", str(args.original_prompts), "--phrase", args.phrase]
-    result["shipped"] = spawn_json(judge, "judging the shipped model", args.threads)
+    result["shipped"] = spawn_json([*judge, "--model", args.base], f"judging {args.base}", args.threads)
     for variant in args.variants.split(","):
         run = args.runs / variant
         record_path = run / "new_shape.json"
         if record_path.is_file():
             result["variants"][variant] = json.loads(record_path.read_text())
             continue
-        record = _tune(variant, args.runs, args.minutes, args.steps, args.rank, args.threads, overrides)
+        record = _tune(variant, args.base, args.runs, args.minutes, args.steps, args.rank, args.threads, overrides)
         record["steps"] = _steps(run)
         is_lora = variant.startswith("lora")
         if is_lora:
             record["adapter_mb"] = round((run / "lora.safetensors").stat().st_size / 1e6, 3)
-        model = ["--model", "shapes", "--lora", str(run)] if is_lora else ["--model", str(run)]
+        model = ["--model", args.base, "--lora", str(run)] if is_lora else ["--model", str(run)]
         record.update(spawn_json([*judge, *model], f"judging {variant}", args.threads))
         record["kept"] = kept(record["original"], result["shipped"]["original"])
         atomic_write(record_path, json.dumps(record, indent=2) + "\n")

@@ -164,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from imagen.io import keep_freed_memory
 
+    from .trainer import TrainingError
+
     keep_freed_memory()
     created = False  # whether this process made a new run directory
     try:
@@ -192,7 +194,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"imagen-train: exported {', '.join(stages)} to {where}", file=sys.stderr)
             return 0
         from .run import check_output_dir, is_launch_main_process, prepare_run_dir, run_lock, train_run
-        from .trainer import TrainingError
 
         if not args.no_memory_check:
             from .plan import check_training_memory

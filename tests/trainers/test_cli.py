@@ -41,6 +41,17 @@ def test_bad_arguments_exit_2_with_one_line(tmp_path, capsys, argv, message):
     assert not (tmp_path / "r").exists()  # refused before the first checkpoint: no run left to block the fix
 
 
+def test_an_interrupt_while_the_model_loads_reaches_the_caller_as_itself(tmp_path, monkeypatch):
+    from trainers.run import InitModel
+
+    def interrupted(name):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(InitModel, "load", staticmethod(interrupted))
+    with pytest.raises(KeyboardInterrupt):  # not masked by the handler of an error type not yet imported
+        main(["--init-from", "shapes", "--output", str(tmp_path / "r")])
+
+
 def test_an_output_holding_other_files_is_refused_untouched(tmp_path, capsys):
     from imagen.checkpoint import PRETRAINED_DIR
 
