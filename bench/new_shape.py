@@ -52,7 +52,6 @@ SHAPE = "star"
 TUNE_COLORS = ("red", "yellow", "blue", "white")
 TUNE_POSITIONS = ("top left", "top right", "center", "bottom left", "bottom right")
 HELD_OUT_COLORS = tuple(c for c in COLORS if c not in TUNE_COLORS)
-HELD_OUT_POSITIONS = tuple(p for p in POSITIONS if p not in TUNE_POSITIONS)
 ATTRIBUTES = ("background", "object_color", "position", "shape", "size", "overall")
 FULL = ["--set", "base.train.lr=5e-4"]  # half the pretraining rate: every weight moves
 LORA = ["--lora", "{rank}", "--lora-conv", "--set", "base.train.lr=2e-3"]  # adapters start at zero: a higher rate
@@ -75,16 +74,23 @@ def _scene(rng: random.Random, color: str, size: str, position: str) -> Scene:
     return Scene((ShapeObject(size, color, SHAPE, position),), background)
 
 
-def tuning_scenes() -> list[Scene]:
-    """The 40 tuning scenes: every tuning colour x position x size, backgrounds drawn at random."""
+def held_out_positions(positions: tuple[str, ...]) -> tuple[str, ...]:
+    """The positions a tuning set at `positions` never shows."""
+    return tuple(p for p in POSITIONS if p not in positions)
+
+
+def tuning_scenes(positions: tuple[str, ...] = TUNE_POSITIONS) -> list[Scene]:
+    """The tuning scenes: every tuning colour x position x size (40 at five positions), backgrounds drawn at
+    random."""
     rng = random.Random("new-shape:tune")
-    return [_scene(rng, c, s, p) for c, p, s in itertools.product(TUNE_COLORS, TUNE_POSITIONS, SIZES)]
+    return [_scene(rng, c, s, p) for c, p, s in itertools.product(TUNE_COLORS, positions, SIZES)]
 
 
-def held_out_star_prompts(count: int) -> list[str]:
-    """`count` star prompts, each in a colour and a position the tuning data never shows, sizes alternating."""
+def held_out_star_prompts(count: int, positions: tuple[str, ...] = TUNE_POSITIONS) -> list[str]:
+    """`count` star prompts, each in a colour and a position the tuning data (at `positions`) never shows, sizes
+    alternating."""
     rng = random.Random("new-shape:held-out")
-    combos = list(itertools.product(HELD_OUT_COLORS, HELD_OUT_POSITIONS))
+    combos = list(itertools.product(HELD_OUT_COLORS, held_out_positions(positions)))
     rng.shuffle(combos)
     sizes = list(SIZES)
     return [_scene(rng, c, sizes[i % 2], p).caption for i, (c, p) in enumerate(combos[:count])]
@@ -95,14 +101,14 @@ def phrased(caption: str, phrase: str) -> str:
     return re.sub(rf"\b{SHAPE}\b", phrase, caption)
 
 
-def write_data(directory: Path, phrase: str) -> dict:
+def write_data(directory: Path, phrase: str, positions: tuple[str, ...]) -> dict:
     directory.mkdir(parents=True, exist_ok=True)
-    scenes = tuning_scenes()
+    scenes = tuning_scenes(positions)
     for i, scene in enumerate(scenes):
         render(scene, 64).save(directory / f"{i:02d}.png")
         (directory / f"{i:02d}.txt").write_text(phrased(scene.caption, phrase) + "\n")
-    return {"images": len(scenes), "colors": TUNE_COLORS, "positions": TUNE_POSITIONS,
-            "held_out_colors": HELD_OUT_COLORS, "held_out_positions": HELD_OUT_POSITIONS}
+    return {"images": len(scenes), "colors": TUNE_COLORS, "positions": positions,
+            "held_out_colors": HELD_OUT_COLORS, "held_out_positions": held_out_positions(positions)}
 
 
 def judge_model(model: str, lora: str | None, star_prompts: list[str], original_prompts: list[str],
@@ -132,19 +138,19 @@ def judge_model(model: str, lora: str | None, star_prompts: list[str], original_
 
 
 def _judge_in_process(args: argparse.Namespace) -> None:
-    star = held_out_star_prompts(args.star_prompts)
+    star = held_out_star_prompts(args.star_prompts, args.tune_positions)
     from imagen.eval.model import held_out_prompts
     emit(judge_model(args.model, args.lora, star, held_out_prompts(args.original_prompts), args.phrase))
 
 
-def picture(base: str, runs: Path, out: Path) -> None:
+def picture(base: str, runs: Path, out: Path, positions: tuple[str, ...]) -> None:
     """Rows: the shipped model, its full fine-tune, its LoRA; columns: star prompts held out and seen, and one
     original prompt; 256 px (the tuned base, then the shipped 64 -> 256 stage), the same seed everywhere."""
     from imagen import Imagen
     from imagen.eval.model import held_out_prompts
     from imagen.grid import labelled_grid
 
-    prompts = [*held_out_star_prompts(4), tuning_scenes()[5].caption, held_out_prompts(1)[0]]
+    prompts = [*held_out_star_prompts(4, positions), tuning_scenes(positions)[5].caption, held_out_prompts(1)[0]]
     models = {Path(base).name: (base, None), "full": (str(runs / "full"), None), "LoRA": (base, str(runs / "lora"))}
     images, titles = [], []
     for title, (model, lora) in models.items():
@@ -197,7 +203,7 @@ def adapter_scales(base: str, lora: Path, scales: list[float], star_prompts: lis
     return rows
 
 
-def generalisation(run: Path) -> dict:
+def generalisation(run: Path, positions: tuple[str, ...]) -> dict:
     """Where the full fine-tune in `run` draws the star (64 px, shape judged with the star taught): the 40 tuning
     prompts by size, and 16 large stars in each of: a new colour at a tuning position, a tuning colour at a new
     position, both new."""
@@ -210,14 +216,15 @@ def generalisation(run: Path) -> dict:
         images = pipe.generate(prompts, seed=0, max_batch_size=20, stop_at_stage="base", progress=False)["base"]
         return round(evaluate(images.cpu(), prompts, ALL_SHAPES)["one_object"]["shape"] * len(prompts))
 
-    scenes = tuning_scenes()
+    scenes = tuning_scenes(positions)
     result = {f"tuning_{size}": f"{shape_hits([s.caption for s in scenes if s.objects[0].size == size])} of "
                                 f"{sum(s.objects[0].size == size for s in scenes)}" for size in SIZES}
     rng = random.Random(1)
-    for name, colors, positions in (("new_colour_tuning_position", HELD_OUT_COLORS, TUNE_POSITIONS),
-                                    ("tuning_colour_new_position", TUNE_COLORS, HELD_OUT_POSITIONS),
-                                    ("both_new", HELD_OUT_COLORS, HELD_OUT_POSITIONS)):
-        combos = list(itertools.product(colors, positions))
+    new_positions = held_out_positions(positions)
+    for name, colors, where in (("new_colour_tuning_position", HELD_OUT_COLORS, positions),
+                                ("tuning_colour_new_position", TUNE_COLORS, new_positions),
+                                ("both_new", HELD_OUT_COLORS, new_positions)):
+        combos = list(itertools.product(colors, where))
         rng.shuffle(combos)
         prompts = [_scene(rng, c, "large", p).caption for c, p in combos[:16]]
         result[f"large_{name}"] = f"{shape_hits(prompts)} of {len(prompts)}"
@@ -250,6 +257,16 @@ def _scales(text: str) -> list[float]:
     return scales
 
 
+def _positions(text: str) -> tuple[str, ...]:
+    """`--tune-positions`: comma-separated shapes positions, at least one left out for the held-out prompts."""
+    positions = tuple(p.strip() for p in text.split(","))
+    unknown = [p for p in positions if p not in POSITIONS]
+    if unknown or not positions or not held_out_positions(positions):
+        raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated positions among {', '.join(POSITIONS)}, "
+                                         "leaving at least one out")
+    return positions
+
+
 def _steps(run: Path) -> int:
     """The steps the tuned base took (its metrics log's last step)."""
     records = map(json.loads, (run / "base" / "metrics.jsonl").read_text().splitlines())
@@ -270,6 +287,9 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="a config override for every variant's tuning, after the variant's own (repeatable; "
                              "e.g. data.prior_share=0.75)")
+    parser.add_argument("--tune-positions", type=_positions, default=TUNE_POSITIONS,
+                        help="comma-separated positions of the tuning stars; the others are held out (default: "
+                             f"{','.join(TUNE_POSITIONS)})")
     parser.add_argument("--star-prompts", type=int, default=32)
     parser.add_argument("--original-prompts", type=int, default=48)
     parser.add_argument("--threads", type=int, default=2)
@@ -292,10 +312,11 @@ def main() -> None:
         _judge_in_process(args)
         return
     if args.picture:
-        picture(args.base, args.runs, args.picture)
+        picture(args.base, args.runs, args.picture, args.tune_positions)
         return
     if args.generalisation:
-        emit({"generalisation": generalisation(args.runs / "full"), "machine": machine(args.threads)}, args.out)
+        emit({"generalisation": generalisation(args.runs / "full", args.tune_positions),
+              "machine": machine(args.threads)}, args.out)
         return
     if args.adapter_scales:
         from imagen.eval.model import held_out_prompts
@@ -303,7 +324,8 @@ def main() -> None:
         runs = [args.runs / v for v in args.variants.split(",") if (args.runs / v / "lora.json").is_file()]
         if not runs:
             raise SystemExit(f"error: no LoRA run among --variants in {args.runs}: tune one first")
-        star, original = held_out_star_prompts(args.star_prompts), held_out_prompts(args.original_prompts)
+        star = held_out_star_prompts(args.star_prompts, args.tune_positions)
+        original = held_out_prompts(args.original_prompts)
         shipped = judge_model(args.base, None, star, original)["original"]
         rows = {run.name: adapter_scales(args.base, run, args.adapter_scales, star, original, shipped)
                 for run in runs}
@@ -317,10 +339,12 @@ def main() -> None:
     unknown = [v for v in args.variants.split(",") if v not in VARIANTS]
     if unknown:
         raise SystemExit(f"error: unknown variant {', '.join(unknown)}; choose among {', '.join(VARIANTS)}")
-    result: dict = {"machine": machine(args.threads), "data": write_data(args.runs / "data", args.phrase),
-                    "star_prompts": held_out_star_prompts(args.star_prompts), "variants": {}}
+    result: dict = {"machine": machine(args.threads),
+                    "data": write_data(args.runs / "data", args.phrase, args.tune_positions),
+                    "star_prompts": held_out_star_prompts(args.star_prompts, args.tune_positions), "variants": {}}
     judge = [sys.executable, __file__, "--judge", "--star-prompts", str(args.star_prompts),
-             "--original-prompts", str(args.original_prompts), "--phrase", args.phrase]
+             "--original-prompts", str(args.original_prompts), "--phrase", args.phrase,
+             "--tune-positions", ",".join(args.tune_positions)]
     result["shipped"] = spawn_json([*judge, "--model", args.base], f"judging {args.base}", args.threads)
     for variant in args.variants.split(","):
         run = args.runs / variant

@@ -7,11 +7,20 @@ import argparse
 import pytest
 from PIL import Image
 
-from bench.new_shape import ATTRIBUTES, _scales, held_out_star_prompts, kept, phrased, write_data
+from bench.new_shape import (
+    ATTRIBUTES,
+    TUNE_POSITIONS,
+    _positions,
+    _scales,
+    held_out_star_prompts,
+    kept,
+    phrased,
+    write_data,
+)
 
 
 def test_the_tuning_data_names_the_star_by_the_phrase(tmp_path):
-    info = write_data(tmp_path, "sks triangle")
+    info = write_data(tmp_path, "sks triangle", TUNE_POSITIONS)
     captions = sorted(tmp_path.glob("*.txt"))
     assert info["images"] == len(captions) == len(list(tmp_path.glob("*.png"))) == 40
     texts = [c.read_text().strip() for c in captions]
@@ -20,6 +29,20 @@ def test_the_tuning_data_names_the_star_by_the_phrase(tmp_path):
     prompt = held_out_star_prompts(1)[0]
     assert phrased(prompt, "star") == prompt
     assert phrased(prompt, "sks triangle") == prompt.replace("star", "sks triangle")
+
+
+def test_the_held_out_prompts_use_only_positions_the_tuning_data_never_shows(tmp_path):
+    positions = _positions("top left, top,center,right,bottom left")
+    info = write_data(tmp_path, "star", positions)
+    assert info["images"] == 40 and info["held_out_positions"] == ("top right", "left", "bottom", "bottom right")
+    tuned = {t.read_text().split(" at the ")[1].split(" on ")[0] for t in tmp_path.glob("*.txt")}
+    assert tuned == set(positions)
+    for prompt in held_out_star_prompts(32, positions):
+        assert prompt.split(" at the ")[1].split(" on ")[0] in info["held_out_positions"], prompt
+    for bad in ("top, middle", ",".join(["top left", "top", "top right", "left", "center", "right", "bottom left",
+                                         "bottom", "bottom right"])):
+        with pytest.raises(argparse.ArgumentTypeError, match="leaving at least one out"):
+            _positions(bad)
 
 
 def test_kept_is_each_score_as_a_share_of_the_shipped_models():
