@@ -255,6 +255,9 @@ class DataConfig:
     source: str = "shapes"
     shapes_seed: int = 0
     two_object_prob: float = 1 / 3
+    # shapes: each object's centre moved by up to this fraction of the side from its cell's centre (captions
+    # unchanged), so shapes are learnt as drawings that go anywhere, not one template per cell; 0 = cell centres
+    position_jitter: float = 0.0
     resize: Literal["center_crop", "random_crop", "stretch"] = "center_crop"
     cache_text: bool = True  # precompute caption embeddings once, on disk
     # prior preservation (DreamBooth) when fine-tuning: this share of the examples comes from `prior_source`
@@ -265,6 +268,8 @@ class DataConfig:
     def __post_init__(self):
         _check(bool(self.source), "source must not be empty (use 'shapes' or a path)")
         _check(0.0 <= self.two_object_prob <= 1.0, "two_object_prob must be in [0, 1]")
+        _check(0.0 <= self.position_jitter <= 1 / 6,
+               f"position_jitter must be in [0, 1/6] (a centre stays in its cell), got {self.position_jitter}")
         _check(0.0 <= self.prior_share < 1.0, f"prior_share must be in [0, 1), got {self.prior_share}")
         _check(self.prior_share == 0.0 or bool(self.prior_source), "prior_share > 0 needs a prior_source")
 

@@ -13,7 +13,7 @@ import hashlib
 import math
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from PIL import Image, ImageDraw
 
@@ -41,6 +41,7 @@ class ShapeObject:
     color: str
     shape: str
     position: str
+    offset: tuple[float, float] = (0.0, 0.0)  # (x, y) of the centre from its cell's centre, in sides; not captioned
 
     def phrase(self) -> str:
         return f"a {self.size} {self.color} {self.shape} at the {self.position}"
@@ -62,23 +63,40 @@ def is_held_out(caption: str) -> bool:
     return int.from_bytes(digest[:4], "big") % 1000 < HELD_OUT_PER_MILLE
 
 
-def random_scene(rng: random.Random, two_object_prob: float = 1 / 3) -> Scene:
+def random_scene(rng: random.Random, two_object_prob: float = 1 / 3, jitter: float = 0.0) -> Scene:
     """A scene with one object, or two (probability `two_object_prob`) in different cells; object colours
-    differ from the background's."""
+    differ from the background's. With `jitter`, each object's centre moves by up to that fraction of the side
+    along each axis, staying inside the image (`jittered`)."""
     background = rng.choice(list(COLORS))
     object_colors = [c for c in COLORS if c != background]
     count = 2 if rng.random() < two_object_prob else 1
     positions = rng.sample(list(POSITIONS), count)
     objects = tuple(ShapeObject(rng.choice(list(SIZES)), rng.choice(object_colors), rng.choice(SHAPES), p)
                     for p in positions)
+    if jitter > 0:
+        objects = tuple(jittered(o, rng, jitter) for o in objects)
     return Scene(objects, background)
 
 
-def training_scene(seed: int, index: int, two_object_prob: float = 1 / 3) -> Scene:
+def jittered(obj: ShapeObject, rng: random.Random, jitter: float) -> ShapeObject:
+    """`obj` with its centre moved by a uniform offset of up to `jitter` sides along each axis, clipped so the
+    object stays inside the image: the same caption drawn at many sub-cell places, so that a model learns to draw
+    a shape wherever the layout puts it rather than one template per cell."""
+    half = SIZES[obj.size] / 2
+
+    def shift(cell: int) -> float:
+        centre = (2 * cell + 1) / 6
+        return min(max(rng.uniform(-jitter, jitter), half - centre), 1 - half - centre)
+
+    column, row = POSITIONS[obj.position]
+    return replace(obj, offset=(shift(column), shift(row)))
+
+
+def training_scene(seed: int, index: int, two_object_prob: float = 1 / 3, jitter: float = 0.0) -> Scene:
     """Scene `index` of the training stream `seed`: deterministic, never a held-out caption."""
     rng = random.Random(f"shapes:{seed}:{index}")
     while True:
-        scene = random_scene(rng, two_object_prob)
+        scene = random_scene(rng, two_object_prob, jitter)
         if not is_held_out(scene.caption):
             return scene
 
@@ -118,7 +136,7 @@ def parse_caption(caption: str) -> Scene | None:
 def object_box(obj: ShapeObject, side: float) -> tuple[float, float, float, float]:
     """(left, top, right, bottom) of the object's bounding box in an image of `side` pixels."""
     column, row = POSITIONS[obj.position]
-    cx, cy = (2 * column + 1) * side / 6, (2 * row + 1) * side / 6
+    cx, cy = ((2 * column + 1) / 6 + obj.offset[0]) * side, ((2 * row + 1) / 6 + obj.offset[1]) * side
     half = SIZES[obj.size] * side / 2
     return cx - half, cy - half, cx + half, cy + half
 

@@ -184,8 +184,8 @@ class MapDataset(Dataset):
 
 
 class ShapesDataset(MapDataset):
-    """Item i is `training_scene(shapes_seed, i, two_object_prob)`, rendered (antialiased) at the stage's
-    resolution; the low-res image is made by `downsample`, as for real data. Visited in index order: the
+    """Item i is `training_scene(shapes_seed, i, two_object_prob, position_jitter)`, rendered (antialiased) at
+    the stage's resolution; the low-res image is made by `downsample`, as for real data. Visited in index order: the
     scenes are random already, so the position in the stream is the index."""
 
     shuffle = False
@@ -194,6 +194,7 @@ class ShapesDataset(MapDataset):
         super().__init__(target, "shapes", rank, world_size)
         self.seed = config.shapes_seed
         self.two_object_prob = config.two_object_prob
+        self.jitter = config.position_jitter
 
     def __len__(self) -> int:
         return SHAPES_LENGTH
@@ -202,7 +203,7 @@ class ShapesDataset(MapDataset):
         return f"shapes:{self.seed}:{index}"
 
     def _load(self, index, rng):
-        scene = training_scene(self.seed, index, self.two_object_prob)
+        scene = training_scene(self.seed, index, self.two_object_prob, self.jitter)
         return to_tensor(render(scene, self.target.resolution)), scene.caption, self._key(index)
 
     def _item(self, index, rng):
@@ -211,7 +212,7 @@ class ShapesDataset(MapDataset):
         target = self.target
         if not target.lowres_resolution:
             return super()._item(index, rng)
-        scene = training_scene(self.seed, index, self.two_object_prob)
+        scene = training_scene(self.seed, index, self.two_object_prob, self.jitter)
         factor, size = target.factor, target.size
         if target.crop_candidates > 1:  # choosing among crops needs the whole low-res image
             whole = to_tensor(render(scene, target.lowres_resolution))

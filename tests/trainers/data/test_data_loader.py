@@ -44,6 +44,34 @@ def test_shapes_items_are_deterministic_renders():
     assert len(dataset) == 10**9 and dataset[10**9 - 1]["image"].shape == (3, 32, 32)
 
 
+def test_position_jitter_moves_objects_inside_their_cells_and_the_image():
+    from imagen.eval import judge
+    from imagen.shapes import SIZES, object_box
+
+    plain = [training_scene(0, i) for i in range(200)]
+    assert all(o.offset == (0.0, 0.0) for s in plain for o in s.objects)
+    jitter = 1 / 10
+    scenes = [training_scene(0, i, jitter=jitter) for i in range(200)]
+    assert sum(a.caption == b.caption for a, b in zip(plain, scenes, strict=True)) >= 190  # the same captions, moved
+    offsets = [o.offset for s in scenes for o in s.objects]
+    assert max(abs(v) for xy in offsets for v in xy) <= jitter
+    assert len(set(offsets)) > 0.9 * len(offsets)  # all over (a large corner object moves inwards only)
+    small = [o.offset for s in scenes for o in s.objects if o.size == "small"]
+    assert min(v for xy in small for v in xy) < -0.08 and max(v for xy in small for v in xy) > 0.08
+    for scene in scenes:
+        for obj in scene.objects:
+            left, top, right, bottom = object_box(obj, 1.0)
+            assert min(left, top) >= -1e-9 and max(right, bottom) <= 1 + 1e-9, obj
+            assert right - left == pytest.approx(SIZES[obj.size])
+    one = [s for s in scenes if len(s.objects) == 1][:24]
+    scores = [judge(render(s, 64), s.caption) for s in one]  # the judge still reads the captioned cell
+    assert sum(r["position"] for r in scores) == len(one)
+    item = build_dataset(DataConfig(position_jitter=jitter), 64)[5]
+    assert torch.equal(item["image"], to_tensor(render(scenes[5], 64)))
+    with pytest.raises(ValueError, match="position_jitter must be in"):
+        DataConfig(position_jitter=0.3)
+
+
 def test_shapes_lowres_is_the_scene_rendered_at_low_resolution():
     dataset = build_dataset(DataConfig(), 64, lowres_resolution=16)
     item = dataset[(3, 0, 0)]
