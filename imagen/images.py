@@ -7,6 +7,11 @@ import torch
 from PIL import Image
 
 
+def is_deep_grey(image: Image.Image) -> bool:
+    """Whether `image` is grey deeper than 8 bits (PIL modes `I`, `I;16*`, `F`), which `convert("RGB")` clips."""
+    return image.mode.startswith("I") or image.mode == "F"
+
+
 def deep_grey_to_rgb(image: Image.Image) -> Image.Image:
     """A grey image deeper than 8 bits as 8-bit RGB, its levels kept (`convert("RGB")` clips them): 16-bit (`I;16*`,
     and `I`, as 16-bit PNGs open) scaled from 0..65535, float (`F`) read as 0..1."""
@@ -18,7 +23,7 @@ def deep_grey_to_rgb(image: Image.Image) -> Image.Image:
 
 def to_tensor(image: Image.Image) -> torch.Tensor:
     """An RGB (or convertible) PIL image as a float tensor (3, H, W) in [-1, 1]."""
-    if image.mode.startswith("I") or image.mode == "F":
+    if is_deep_grey(image):
         image = deep_grey_to_rgb(image)
     array = np.asarray(image.convert("RGB"), dtype=np.uint8)
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(127.5).sub_(1.0)

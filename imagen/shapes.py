@@ -136,7 +136,7 @@ def parse_caption(caption: str) -> Scene | None:
 def object_box(obj: ShapeObject, side: float) -> tuple[float, float, float, float]:
     """(left, top, right, bottom) of the object's bounding box in an image of `side` pixels."""
     column, row = POSITIONS[obj.position]
-    cx, cy = ((2 * column + 1) / 6 + obj.offset[0]) * side, ((2 * row + 1) / 6 + obj.offset[1]) * side
+    cx, cy = (2 * column + 1) * side / 6 + obj.offset[0] * side, (2 * row + 1) * side / 6 + obj.offset[1] * side
     half = SIZES[obj.size] * side / 2
     return cx - half, cy - half, cx + half, cy + half
 

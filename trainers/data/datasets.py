@@ -27,7 +27,7 @@ from torch.utils.data import Dataset
 from configs.schema import DataConfig
 from imagen.images import to_tensor
 from imagen.resize import downsample
-from imagen.shapes import render, training_scene
+from imagen.shapes import Scene, render, training_scene
 
 from .images import BadSample, fit_square, min_side, open_image
 from .sources import Entry, ScanReport
@@ -202,8 +202,11 @@ class ShapesDataset(MapDataset):
     def _key(self, index: int) -> str:
         return f"shapes:{self.seed}:{index}"
 
+    def _scene(self, index: int) -> Scene:
+        return training_scene(self.seed, index, self.two_object_prob, self.jitter)
+
     def _load(self, index, rng):
-        scene = training_scene(self.seed, index, self.two_object_prob, self.jitter)
+        scene = self._scene(index)
         return to_tensor(render(scene, self.target.resolution)), scene.caption, self._key(index)
 
     def _item(self, index, rng):
@@ -212,7 +215,7 @@ class ShapesDataset(MapDataset):
         target = self.target
         if not target.lowres_resolution:
             return super()._item(index, rng)
-        scene = training_scene(self.seed, index, self.two_object_prob, self.jitter)
+        scene = self._scene(index)
         factor, size = target.factor, target.size
         if target.crop_candidates > 1:  # choosing among crops needs the whole low-res image
             whole = to_tensor(render(scene, target.lowres_resolution))

@@ -27,7 +27,7 @@ import warnings
 
 from PIL import Image, ImageOps
 
-from imagen.images import deep_grey_to_rgb
+from imagen.images import deep_grey_to_rgb, is_deep_grey
 from imagen.io import MAX_TEXT_BYTES, check_regular_file, read_bounded
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
@@ -133,7 +133,7 @@ def _cmyk_to_rgb(image: Image.Image) -> Image.Image:
 def to_rgb(image: Image.Image) -> Image.Image:
     """`image` in any PIL mode as 8-bit RGB; transparency composited over white (see module doc)."""
     mode = image.mode
-    if mode.startswith("I") or mode == "F":
+    if is_deep_grey(image):
         return deep_grey_to_rgb(image)
     if mode == "CMYK":
         return _cmyk_to_rgb(image)
