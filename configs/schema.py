@@ -7,7 +7,7 @@ types strictly and turns the result back into JSON for run directories and saved
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Literal, get_args
 
 # The vocabulary: every name a config, a registry or a CLI choice list accepts is defined here once.
@@ -289,6 +289,22 @@ class RunConfig:
         """The stages present, in cascade order."""
         return {n: getattr(self, n) for n in STAGE_NAMES if getattr(self, n) is not None}
 
+    def architecture_change(self, other: RunConfig) -> str | None:
+        """The first setting (`key: old -> new`) in which `other` builds or trains another model than this config:
+        the text encoder, or a stage both have in its resolutions, U-Net (dropout and gradient checkpointing
+        aside: they change no weight), noise schedule or objective. None when a run of this config can go on
+        under `other`."""
+        if self.text.name != other.text.name:
+            return f"text.name: {self.text.name!r} -> {other.text.name!r}"
+        for name, stage in self.stages().items():
+            if name not in other.stages():
+                continue
+            for part in ("resolution", "lowres_resolution", "unet", "schedule", "objective"):
+                change = _first_change(getattr(stage, part), getattr(other.stages()[name], part), f"{name}.{part}")
+                if change:
+                    return change
+        return None
+
     def __post_init__(self):
         stages = self.stages()
         _check(bool(stages), "the config defines no stage: add a [base], [sr1] or [sr2] table")
@@ -305,3 +321,14 @@ class RunConfig:
             stage = getattr(self, name)
             _check(stage is None or stage.is_super_resolution,
                    f"{name}.lowres_resolution must be set (an SR stage upsamples a low-res image)")
+
+
+_WEIGHTLESS = ("dropout", "gradient_checkpointing")  # U-Net settings that change how it trains, not its weights
+
+
+def _first_change(old, new, key: str) -> str | None:
+    if is_dataclass(old):
+        changes = (_first_change(getattr(old, f.name), getattr(new, f.name), f"{key}.{f.name}")
+                   for f in fields(old) if f.name not in _WEIGHTLESS)
+        return next((c for c in changes if c), None)
+    return None if old == new else f"{key}: {old!r} -> {new!r}"

@@ -130,6 +130,12 @@ def resolve(args: argparse.Namespace, init_config=None):
             extra.append(f"{name}.train.lora_target={args.lora_target}")
     if extra:
         config = load_config(source, overrides + extra)
+    if (args.resume or _exporting(args)) and saved.is_file():
+        change = load_config(saved).architecture_change(config)
+        if change:
+            raise ValueError(f"{'--export' if _exporting(args) else '--resume'}: the run in {args.output} was trained "
+                             f"as another model ({change}); keep its own config (drop --config and the --set "
+                             "that changes it) or start a new --output")
     return config, stages
 
 

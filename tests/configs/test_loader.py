@@ -101,3 +101,15 @@ def test_configs_are_frozen():
     config = load_config("shapes-tiny")
     with pytest.raises(AttributeError):
         config.base.train.lr = 1.0
+
+
+@pytest.mark.parametrize(("overrides", "change"), [
+    (["text.name=/models/t5-small"], "text.name: 'embedded' -> '/models/t5-small'"),
+    (["sr1.unet.channels=32"], "sr1.unet.channels: 16 -> 32"),
+    (["base.schedule.kind=linear"], "base.schedule.kind: 'cosine' -> 'linear'"),
+    (["base.train.lr=1e-5", "base.unet.dropout=0.1", "base.unet.gradient_checkpointing=true", "sr2=none",
+      "base.sampler.num_steps=50", "data.position_jitter=0.1", "text.max_length=64"], None),
+])
+def test_architecture_change_names_the_first_setting_that_changes_the_weights(overrides, change):
+    saved = load_config("shapes-tiny")
+    assert saved.architecture_change(load_config("shapes-tiny", overrides)) == change

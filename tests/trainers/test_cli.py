@@ -74,7 +74,12 @@ def test_trains_exports_and_resumes(tmp_path, capsys, tiny_overrides):
     assert "model exported to" in err and (tmp_path / "base.safetensors").is_file()
     code, _, err = _run(["--config", "shapes-tiny", "--output", str(tmp_path), "--no-progress"], capsys)
     assert code == 2 and "already holds a run" in err
-    code, _, err = _run(["--output", str(tmp_path), "--resume", "--max-steps", "3", "--no-progress"], capsys)
+    saved = (tmp_path / "run-config.json").read_text()
+    code, _, err = _run(["--output", str(tmp_path), "--resume", "--set", "base.objective.prediction=eps"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "(base.objective.prediction: 'v' -> 'eps')" in err
+    assert (tmp_path / "run-config.json").read_text() == saved  # the run's record is left as it was
+    code, _, err = _run(["--output", str(tmp_path), "--resume", "--max-steps", "3", "--no-progress",
+                         "--set", "base.unet.gradient_checkpointing=true", "--set", "base.train.lr=3e-4"], capsys)
     assert code == 0, err
     assert "base: stopped at step 3 (max_steps)" in err
 
