@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--minutes", type=float,
                         help="wall-clock budget per selected stage, in minutes (0: none, --max-steps alone ends it)")
     parser.add_argument("--resume", action="store_true",
-                        help="continue the run in --output from each stage's newest checkpoint")
+                        help="continue the run in --output from each stage's newest checkpoint (training "
+                             "settings may change with --set, the model may not)")
     parser.add_argument("--dry-run", action="store_true", help="print the resolved config as JSON and exit")
     parser.add_argument("--plan", action="store_true",
                         help="print each selected stage's training memory (parameters, gradients, optimiser, EMA, "
