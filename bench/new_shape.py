@@ -46,7 +46,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import ROOT, emit, machine, median_time, spawn_json  # noqa: E402
 from imagen.io import atomic_write  # noqa: E402
-from imagen.shapes import ALL_SHAPES, COLORS, POSITIONS, SHAPES, SIZES, Scene, ShapeObject, render  # noqa: E402
+from imagen.shapes import (  # noqa: E402
+    ALL_SHAPES,
+    COLORS,
+    POSITIONS,
+    SHAPES,
+    SIZES,
+    Scene,
+    ShapeObject,
+    jittered,
+    render,
+)
 
 SHAPE = "star"
 TUNE_COLORS = ("red", "yellow", "blue", "white")
@@ -79,11 +89,13 @@ def held_out_positions(positions: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(p for p in POSITIONS if p not in positions)
 
 
-def tuning_scenes(positions: tuple[str, ...] = TUNE_POSITIONS) -> list[Scene]:
+def tuning_scenes(positions: tuple[str, ...] = TUNE_POSITIONS, jitter: float = 0.0) -> list[Scene]:
     """The tuning scenes: every tuning colour x position x size (40 at five positions), backgrounds drawn at
-    random."""
+    random; with `jitter`, each star moved inside its cell as `data.position_jitter` moves the base's shapes."""
     rng = random.Random("new-shape:tune")
-    return [_scene(rng, c, s, p) for c, p, s in itertools.product(TUNE_COLORS, positions, SIZES)]
+    scenes = [_scene(rng, c, s, p) for c, p, s in itertools.product(TUNE_COLORS, positions, SIZES)]
+    moves = random.Random("new-shape:jitter")
+    return [Scene((jittered(s.objects[0], moves, jitter),), s.background) for s in scenes] if jitter else scenes
 
 
 def held_out_star_prompts(count: int, positions: tuple[str, ...] = TUNE_POSITIONS) -> list[str]:
@@ -101,14 +113,14 @@ def phrased(caption: str, phrase: str) -> str:
     return re.sub(rf"\b{SHAPE}\b", phrase, caption)
 
 
-def write_data(directory: Path, phrase: str, positions: tuple[str, ...]) -> dict:
+def write_data(directory: Path, phrase: str, positions: tuple[str, ...], jitter: float = 0.0) -> dict:
     directory.mkdir(parents=True, exist_ok=True)
-    scenes = tuning_scenes(positions)
+    scenes = tuning_scenes(positions, jitter)
     for i, scene in enumerate(scenes):
         render(scene, 64).save(directory / f"{i:02d}.png")
         (directory / f"{i:02d}.txt").write_text(phrased(scene.caption, phrase) + "\n")
     return {"images": len(scenes), "colors": TUNE_COLORS, "positions": positions,
-            "held_out_colors": HELD_OUT_COLORS, "held_out_positions": held_out_positions(positions)}
+            "held_out_colors": HELD_OUT_COLORS, "held_out_positions": held_out_positions(positions), "jitter": jitter}
 
 
 def judge_model(model: str, lora: str | None, star_prompts: list[str], original_prompts: list[str],
@@ -290,6 +302,9 @@ def main() -> None:
     parser.add_argument("--tune-positions", type=_positions, default=TUNE_POSITIONS,
                         help="comma-separated positions of the tuning stars; the others are held out (default: "
                              f"{','.join(TUNE_POSITIONS)})")
+    parser.add_argument("--tune-jitter", type=float, default=0.0,
+                        help="move each tuning star inside its cell by up to this fraction of the side (as "
+                             "data.position_jitter does; at most 1/6)")
     parser.add_argument("--star-prompts", type=int, default=32)
     parser.add_argument("--original-prompts", type=int, default=48)
     parser.add_argument("--threads", type=int, default=2)
@@ -340,7 +355,7 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"error: unknown variant {', '.join(unknown)}; choose among {', '.join(VARIANTS)}")
     result: dict = {"machine": machine(args.threads),
-                    "data": write_data(args.runs / "data", args.phrase, args.tune_positions),
+                    "data": write_data(args.runs / "data", args.phrase, args.tune_positions, args.tune_jitter),
                     "star_prompts": held_out_star_prompts(args.star_prompts, args.tune_positions), "variants": {}}
     judge = [sys.executable, __file__, "--judge", "--star-prompts", str(args.star_prompts),
              "--original-prompts", str(args.original_prompts), "--phrase", args.phrase,

@@ -15,6 +15,7 @@ from bench.new_shape import (
     held_out_star_prompts,
     kept,
     phrased,
+    tuning_scenes,
     write_data,
 )
 
@@ -57,3 +58,20 @@ def test_adapter_scales_are_positive_numbers_or_one_clear_error():
     for bad in ("1,x", "0,1", "-0.5", ""):
         with pytest.raises(argparse.ArgumentTypeError, match="positive scales"):
             _scales(bad)
+
+
+def test_jittered_tuning_stars_move_inside_their_cells_with_the_same_captions(tmp_path):
+    still, moved = tuning_scenes(TUNE_POSITIONS), tuning_scenes(TUNE_POSITIONS, jitter=0.1)
+    assert [s.caption for s in still] == [s.caption for s in moved]
+    offsets = [s.objects[0].offset for s in moved]
+    assert all(o == (0.0, 0.0) for s in still for o in [s.objects[0].offset])
+    assert sum(o != (0.0, 0.0) for o in offsets) >= 30  # a large star fills its cell: at an edge it moves inward only
+    assert all(abs(x) <= 0.1 and abs(y) <= 0.1 for x, y in offsets)
+    assert write_data(tmp_path, "star", TUNE_POSITIONS, jitter=0.1)["jitter"] == 0.1
+    assert Image.open(tmp_path / "00.png").tobytes() != _render_still(still[0])
+
+
+def _render_still(scene) -> bytes:
+    from imagen.shapes import render
+
+    return render(scene, 64).tobytes()
