@@ -55,6 +55,7 @@ from imagen.shapes import (  # noqa: E402
     Scene,
     ShapeObject,
     jittered,
+    parse_caption,
     render,
 )
 
@@ -146,7 +147,22 @@ def judge_model(model: str, lora: str | None, star_prompts: list[str], original_
         summary = evaluate(images.cpu(), prompts, shapes)["one_object"]
         result[name] = {k: round(summary[k], 4) for k in ATTRIBUTES}
         result[f"{name}_sample_s"] = round(seconds, 2)
+        if name == "star":
+            result["star_drawn_by_size"] = drawn_by_size(images.cpu(), prompts)
     return result
+
+
+def drawn_by_size(images, prompts: list[str]) -> dict[str, float]:
+    """Per asked size, the share of `images` whose object has the shape its prompt asks (judged taught the star)."""
+    from imagen.eval import evaluate
+
+    sizes = [parse_caption(p).objects[0].size for p in prompts]
+    shares = {}
+    for size in dict.fromkeys(sizes):
+        chosen = [i for i, s in enumerate(sizes) if s == size]
+        judged = evaluate(images[chosen], [prompts[i] for i in chosen], ALL_SHAPES)["one_object"]
+        shares[size] = round(judged["shape"], 4)
+    return shares
 
 
 def _judge_in_process(args: argparse.Namespace) -> None:

@@ -12,6 +12,7 @@ from bench.new_shape import (
     TUNE_POSITIONS,
     _positions,
     _scales,
+    drawn_by_size,
     held_out_star_prompts,
     kept,
     phrased,
@@ -75,3 +76,17 @@ def _render_still(scene) -> bytes:
     from imagen.shapes import render
 
     return render(scene, 64).tobytes()
+
+
+def test_star_drawn_is_also_reported_per_asked_size():
+    import torch
+
+    from imagen.images import to_tensor
+    from imagen.shapes import parse_caption, render
+
+    prompts = held_out_star_prompts(8)
+    images = torch.stack([to_tensor(render(parse_caption(p), 64)) for p in prompts])
+    assert drawn_by_size(images, prompts) == {"small": 1.0, "large": 1.0}
+    small = [i for i, p in enumerate(prompts) if " small " in p]
+    images[small[:2]] = to_tensor(render(parse_caption(prompts[small[0]].replace("star", "square")), 64))
+    assert drawn_by_size(images, prompts) == {"small": (len(small) - 2) / len(small), "large": 1.0}
