@@ -55,7 +55,6 @@ from imagen.shapes import (  # noqa: E402
     Scene,
     ShapeObject,
     jittered,
-    parse_caption,
     render,
 )
 
@@ -95,8 +94,10 @@ def tuning_scenes(positions: tuple[str, ...] = TUNE_POSITIONS, jitter: float = 0
     random; with `jitter`, each star moved inside its cell as `data.position_jitter` moves the base's shapes."""
     rng = random.Random("new-shape:tune")
     scenes = [_scene(rng, c, s, p) for c, p, s in itertools.product(TUNE_COLORS, positions, SIZES)]
-    moves = random.Random("new-shape:jitter")
-    return [Scene((jittered(s.objects[0], moves, jitter),), s.background) for s in scenes] if jitter else scenes
+    if not jitter:
+        return scenes
+    moves = random.Random("new-shape:jitter")  # apart from `rng`: the backgrounds stay those of the unmoved set
+    return [Scene((jittered(s.objects[0], moves, jitter),), s.background) for s in scenes]
 
 
 def held_out_star_prompts(count: int, positions: tuple[str, ...] = TUNE_POSITIONS) -> list[str]:
@@ -132,7 +133,7 @@ def judge_model(model: str, lora: str | None, star_prompts: list[str], original_
     import torch
 
     from imagen import Imagen
-    from imagen.eval import evaluate
+    from imagen.eval import analyze, summarize
 
     torch.manual_seed(0)
     pipe = Imagen.from_pretrained(model, device="auto")
@@ -144,25 +145,22 @@ def judge_model(model: str, lora: str | None, star_prompts: list[str], original_
         sampled = [phrased(p, phrase) for p in prompts] if name == "star" else prompts
         images = pipe.generate(sampled, seed=0, max_batch_size=16, stop_at_stage="base", progress=False)["base"]
         seconds = time.perf_counter() - started
-        summary = evaluate(images.cpu(), prompts, shapes)["one_object"]
+        judgements = [analyze(image, prompt, shapes) for image, prompt in zip(images.cpu(), prompts, strict=True)]
+        summary = summarize(judgements)["one_object"]
         result[name] = {k: round(summary[k], 4) for k in ATTRIBUTES}
         result[f"{name}_sample_s"] = round(seconds, 2)
         if name == "star":
-            result["star_drawn_by_size"] = drawn_by_size(images.cpu(), prompts)
+            result["star_drawn_by_size"] = drawn_by_size(judgements)
     return result
 
 
-def drawn_by_size(images, prompts: list[str]) -> dict[str, float]:
-    """Per asked size, the share of `images` whose object has the shape its prompt asks (judged taught the star)."""
-    from imagen.eval import evaluate
+def drawn_by_size(judgements: list) -> dict[str, float]:
+    """Per asked size, the share of one-object `judgements` whose object has the shape its caption asks."""
+    from imagen.eval import summarize
 
-    sizes = [parse_caption(p).objects[0].size for p in prompts]
-    shares = {}
-    for size in dict.fromkeys(sizes):
-        chosen = [i for i, s in enumerate(sizes) if s == size]
-        judged = evaluate(images[chosen], [prompts[i] for i in chosen], ALL_SHAPES)["one_object"]
-        shares[size] = round(judged["shape"], 4)
-    return shares
+    sizes = dict.fromkeys(j.scene.objects[0].size for j in judgements)
+    return {size: round(summarize([j for j in judgements if j.scene.objects[0].size == size])["one_object"]["shape"], 4)
+            for size in sizes}
 
 
 def _judge_in_process(args: argparse.Namespace) -> None:

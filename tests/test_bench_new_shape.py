@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 import pytest
+import torch
 from PIL import Image
 
 from bench.new_shape import (
@@ -19,6 +20,9 @@ from bench.new_shape import (
     tuning_scenes,
     write_data,
 )
+from imagen.eval import analyze
+from imagen.images import to_tensor
+from imagen.shapes import ALL_SHAPES, parse_caption, render
 
 
 def test_the_tuning_data_names_the_star_by_the_phrase(tmp_path):
@@ -65,28 +69,21 @@ def test_jittered_tuning_stars_move_inside_their_cells_with_the_same_captions(tm
     still, moved = tuning_scenes(TUNE_POSITIONS), tuning_scenes(TUNE_POSITIONS, jitter=0.1)
     assert [s.caption for s in still] == [s.caption for s in moved]
     offsets = [s.objects[0].offset for s in moved]
-    assert all(o == (0.0, 0.0) for s in still for o in [s.objects[0].offset])
+    assert all(s.objects[0].offset == (0.0, 0.0) for s in still)
     assert sum(o != (0.0, 0.0) for o in offsets) >= 30  # a large star fills its cell: at an edge it moves inward only
     assert all(abs(x) <= 0.1 and abs(y) <= 0.1 for x, y in offsets)
     assert write_data(tmp_path, "star", TUNE_POSITIONS, jitter=0.1)["jitter"] == 0.1
-    assert Image.open(tmp_path / "00.png").tobytes() != _render_still(still[0])
-
-
-def _render_still(scene) -> bytes:
-    from imagen.shapes import render
-
-    return render(scene, 64).tobytes()
+    assert Image.open(tmp_path / "00.png").tobytes() != render(still[0], 64).tobytes()
 
 
 def test_star_drawn_is_also_reported_per_asked_size():
-    import torch
-
-    from imagen.images import to_tensor
-    from imagen.shapes import parse_caption, render
-
     prompts = held_out_star_prompts(8)
     images = torch.stack([to_tensor(render(parse_caption(p), 64)) for p in prompts])
-    assert drawn_by_size(images, prompts) == {"small": 1.0, "large": 1.0}
+
+    def by_size():
+        return drawn_by_size([analyze(image, p, ALL_SHAPES) for image, p in zip(images, prompts, strict=True)])
+
+    assert by_size() == {"small": 1.0, "large": 1.0}
     small = [i for i, p in enumerate(prompts) if " small " in p]
     images[small[:2]] = to_tensor(render(parse_caption(prompts[small[0]].replace("star", "square")), 64))
-    assert drawn_by_size(images, prompts) == {"small": (len(small) - 2) / len(small), "large": 1.0}
+    assert by_size() == {"small": (len(small) - 2) / len(small), "large": 1.0}
