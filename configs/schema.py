@@ -165,7 +165,7 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.99)
     weight_decay: float = 0.0
     warmup_steps: int = 0
-    lr_schedule: Literal["constant", "cosine"] = "constant"
+    lr_schedule: Literal["constant", "cosine"] = "constant"  # cosine: to 0 at max_steps or max_minutes, the first
     grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
     ema_decay: float = 0.999
     ema_warmup_power: float = 0.75  # effective decay 1 - (1 + step)^-power, capped at ema_decay

@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "convolution (local: how things are drawn, not where)")
     parser.add_argument("--max-steps", type=int, help="train each selected stage for this many steps")
     parser.add_argument("--minutes", type=float,
-                        help="wall-clock budget per selected stage, in minutes (0: none, --max-steps alone ends it)")
+                        help="wall-clock budget per selected stage, in minutes (0: none, --max-steps alone ends it); a "
+                             "cosine schedule decays to 0 at whichever of the two comes first")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --output from each stage's newest checkpoint (training "
                              "settings may change with --set, the model may not)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from ema_pytorch import EMA
@@ -25,18 +26,23 @@ def build_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
                      relative_step=False, scale_parameter=False, warmup_init=False)
 
 
-def lr_factor(step: int, config: TrainConfig) -> float:
-    """Linear warm-up over `warmup_steps`, then constant or cosine decay to 0 at `max_steps`."""
+def lr_factor(step: int, config: TrainConfig, elapsed_s: float = 0.0) -> float:
+    """Linear warm-up over `warmup_steps`, then constant or cosine decay to 0 at `max_steps` or, with a time
+    budget (`max_minutes`), when `elapsed_s` of training reach it, whichever comes first: the run ends there."""
     if step < config.warmup_steps:
         return (step + 1) / config.warmup_steps
     if config.lr_schedule == "constant":
         return 1.0
     progress = (step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps)
+    if config.max_minutes:
+        progress = max(progress, elapsed_s / (config.max_minutes * 60.0))
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config))
+def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig,
+                    elapsed_s: Callable[[], float]) -> torch.optim.lr_scheduler.LambdaLR:
+    """The schedule of `lr_factor`, reading the training time so far from `elapsed_s` at each step."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config, elapsed_s()))
 
 
 def build_ema(net: nn.Module, config: TrainConfig, ema_model: nn.Module | None = None) -> EMA:

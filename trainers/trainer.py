@@ -104,8 +104,9 @@ class StageTrainer:
         else:
             self.ema = build_ema(self.stage.net, self.train)
         self.optimizer = build_optimizer(self.stage.parameters(), self.train)
+        self.step, self.elapsed, self.data_state = 0, 0.0, None
         # the schedule counts optimiser steps of the global batch: not prepared, which would step it once per process
-        self.scheduler = build_scheduler(self.optimizer, self.train)
+        self.scheduler = build_scheduler(self.optimizer, self.train, lambda: self.elapsed)
         if self.sharded:
             self.model, self.optimizer = self.stage, accelerator.prepare(self.optimizer)
         else:
@@ -119,7 +120,6 @@ class StageTrainer:
                                      rank=accelerator.process_index, world_size=world)
         self.text = TextFeatures(text_encoder, self.dataset, cache_dir if run.data.cache_text else None,
                                  accelerator, fixed_length=self.train.compile, progress=self.progress)
-        self.step, self.elapsed, self.data_state = 0, 0.0, None
 
     def _build_stage(self) -> Stage:
         stage = self._plain_stage()
@@ -208,17 +208,12 @@ class StageTrainer:
                              start_state=self.data_state)
         monitor = Monitor(self.dir, self.name, enabled=self.acc.is_main_process, progress=self.progress,
                           total=max_steps, start=self.step, budget_s=budget, elapsed_s=self.elapsed)
-        reason, bad_in_a_row = "max_steps", 0
+        bad_in_a_row = 0
         batches = iter(loader)
         with StopFlag() as stop:
             while True:
-                if self.step >= max_steps:
-                    break
-                if budget and self.elapsed >= budget:
-                    reason = "time budget"
-                    break
-                if stop.signal is not None:
-                    reason = "interrupted"
+                reason = self._stop_reason(max_steps, budget, stop)
+                if reason is not None:
                     break
                 started = time.perf_counter()
                 loss, grad_norm = self._train_step(next(batches))
@@ -243,6 +238,22 @@ class StageTrainer:
         monitor.close(reason, self.step)
         self.acc.wait_for_everyone()
         return StageResult(self.step, reason, self.ema_weights())
+
+    def _stop_reason(self, max_steps: int, budget: float, stop: StopFlag) -> str | None:
+        """Why the loop ends before the next step, if it does. Several processes first agree on the main
+        process's clock and on a signal any of them caught: one that stopped alone would leave the others
+        waiting forever in the next step's gradient all-reduce."""
+        interrupted = stop.signal is not None
+        if self.acc.num_processes > 1:
+            shared = torch.tensor([self.elapsed if self.acc.is_main_process else 0.0, float(interrupted)],
+                                  dtype=torch.float64, device=self.acc.device)
+            shared = self.acc.reduce(shared, reduction="sum")
+            self.elapsed, interrupted = float(shared[0]), bool(shared[1])
+        if self.step >= max_steps:
+            return "max_steps"
+        if budget and self.elapsed >= budget:
+            return "time budget"
+        return "interrupted" if interrupted else None
 
     def _train_step(self, batch: dict) -> tuple[torch.Tensor, float]:
         """One optimizer step on a global batch. Returns the loss averaged over all processes and the gradient

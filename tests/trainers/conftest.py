@@ -30,7 +30,7 @@ ACCELERATE = Path(sys.executable).parent / "accelerate"
 LAUNCH_ENV = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 
 
-def launch_training(args: list[str], processes: int, port: int) -> None:
+def launch_training(args: list[str], processes: int, port: int, timeout: float = 600) -> None:
     """`imagen-train ARGS` in one process, or under `accelerate launch` on `processes` CPU processes (gloo)."""
     cli = ["-m", "trainers.cli", *args, "--no-progress"]
     if processes == 1:
@@ -38,7 +38,7 @@ def launch_training(args: list[str], processes: int, port: int) -> None:
     else:
         command = [str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", str(processes), "--num_machines",
                    "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port), *cli]
-    done = subprocess.run(command, env=LAUNCH_ENV, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(command, env=LAUNCH_ENV, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, done.stderr[-3000:]
 
 

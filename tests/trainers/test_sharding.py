@@ -106,6 +106,22 @@ def test_sharded_lora_writes_adapters_that_load(runs):
     assert list((adapters / "base" / "samples").glob("*.png"))  # the preview, drawn from gathered adapters
 
 
+def test_two_processes_end_a_time_budget_together(tmp_path):
+    """Each process times its own steps; the run ends at the step the main process's clock says, in both (one that
+    stopped alone would leave the other waiting in the next gradient all-reduce), and the cosine ends there too."""
+    run = tmp_path / "budget"
+    sets = [*LAUNCH_SETTINGS, "base.train.max_steps=100000", "base.train.max_minutes=0.05",
+            "base.train.checkpoint_every=100000", "base.train.lr_schedule=cosine", "base.train.warmup_steps=0",
+            "base.unet.gradient_checkpointing=false"]
+    launch_training(["--config", "shapes-tiny", "--output", str(run), *[x for s in sets for x in ("--set", s)]],
+                    2, 29541, timeout=120)
+    records = [json.loads(line) for line in (run / "base" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in records if "lr" in r]
+    assert records[-1]["stopped"] == "time budget" and 1 < len(steps) < 100000
+    assert steps[-1]["elapsed_s"] >= 3.0  # the budget, 0.05 min
+    assert steps[-1]["lr"] < 0.01 * steps[0]["lr"]  # decayed with the clock (by steps it would not have moved)
+
+
 @pytest.mark.parametrize(("name", "machines", "processes"), [("8gpu", 1, 8), ("multinode", 4, 32)])
 def test_ready_launch_configs_load_in_accelerate(name, machines, processes):
     from accelerate.commands.config.config_args import load_config_from_file
