@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "cosine schedule decays to 0 at whichever of the two comes first")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --output from each stage's newest checkpoint (training "
-                             "settings may change with --set, the model may not)")
+                             "settings may change with --set, the model may not); with --config, starts the run "
+                             "if --output holds none yet, so a job can always be restarted with the same command")
     parser.add_argument("--dry-run", action="store_true", help="print the resolved config as JSON and exit")
     parser.add_argument("--plan", action="store_true",
                         help="print each selected stage's training memory (parameters, gradients, optimiser, EMA, "
@@ -201,12 +202,14 @@ def main(argv: list[str] | None = None) -> int:
             where = export_checkpoint(args.output, config, stages, step=args.export_step, output=args.export_to)
             print(f"imagen-train: exported {', '.join(stages)} to {where}", file=sys.stderr)
             return 0
-        from .run import check_output_dir, is_launch_main_process, prepare_run_dir, run_lock, train_run
+        from .run import RUN_CONFIG, check_output_dir, is_launch_main_process, prepare_run_dir, run_lock, train_run
 
         if not args.no_memory_check:
             from .plan import check_training_memory
 
             check_training_memory(config, stages, world=int(os.environ.get("WORLD_SIZE", "1")))
+        if args.resume and not (args.output / RUN_CONFIG).is_file() and is_launch_main_process():
+            print(f"imagen-train: no run in {args.output} to resume: starting it from --config", file=sys.stderr)
         new_run = check_output_dir(args.output, args.resume)
         with run_lock(args.output):
             prepare_run_dir(args.output, config, args.resume)

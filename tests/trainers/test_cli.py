@@ -69,8 +69,9 @@ def test_an_output_holding_other_files_is_refused_untouched(tmp_path, capsys):
 def test_trains_exports_and_resumes(tmp_path, capsys, tiny_overrides):
     sets = [x for o in tiny_overrides for x in ("--set", o)]
     code, _, err = _run(["--config", "shapes-tiny", "--output", str(tmp_path), *sets, "--max-steps", "2",
-                         "--no-progress"], capsys)
+                         "--no-progress", "--resume"], capsys)  # "resume if there is a run": a job's own restart
     assert code == 0, err
+    assert f"no run in {tmp_path} to resume: starting it" in err
     assert "model exported to" in err and (tmp_path / "base.safetensors").is_file()
     code, _, err = _run(["--config", "shapes-tiny", "--output", str(tmp_path), "--no-progress"], capsys)
     assert code == 2 and "already holds a run" in err
@@ -81,7 +82,7 @@ def test_trains_exports_and_resumes(tmp_path, capsys, tiny_overrides):
     code, _, err = _run(["--output", str(tmp_path), "--resume", "--max-steps", "3", "--no-progress",
                          "--set", "base.unet.gradient_checkpointing=true", "--set", "base.train.lr=3e-4"], capsys)
     assert code == 0, err
-    assert "base: stopped at step 3 (max_steps)" in err
+    assert "base: stopped at step 3 (max_steps)" in err and "to resume: starting it" not in err
 
 
 def test_help_explains_every_flag(capsys):
