@@ -126,10 +126,10 @@ def write_data(directory: Path, phrase: str, positions: tuple[str, ...], jitter:
 
 
 def judge_model(model: str, lora: str | None, star_prompts: list[str], original_prompts: list[str],
-                phrase: str = SHAPE, scale: float = 1.0) -> dict:
+                phrase: str = SHAPE, scale: float = 1.0, guidance: float | None = None) -> dict:
     """Base-stage compliance (one-object scores) of `model` (+ `lora` at `scale`) on the star and the original
     prompts, and the sampling time of the star prompts; the star prompts are sampled with the star named by
-    `phrase`."""
+    `phrase`; `guidance`: the base's guidance scale instead of the model's default."""
     import torch
 
     from imagen import Imagen
@@ -139,11 +139,13 @@ def judge_model(model: str, lora: str | None, star_prompts: list[str], original_
     pipe = Imagen.from_pretrained(model, device="auto")
     if lora:
         pipe.load_lora(lora, scale=scale)
+    options = {} if guidance is None else {"guidance_scale": guidance}
     result = {}
     for name, prompts, shapes in (("star", star_prompts, ALL_SHAPES), ("original", original_prompts, SHAPES)):
         started = time.perf_counter()
         sampled = [phrased(p, phrase) for p in prompts] if name == "star" else prompts
-        images = pipe.generate(sampled, seed=0, max_batch_size=16, stop_at_stage="base", progress=False)["base"]
+        images = pipe.generate(sampled, seed=0, max_batch_size=16, stop_at_stage="base", progress=False,
+                               **options)["base"]
         seconds = time.perf_counter() - started
         judgements = [analyze(image, prompt, shapes) for image, prompt in zip(images.cpu(), prompts, strict=True)]
         summary = summarize(judgements)["one_object"]
@@ -166,7 +168,8 @@ def drawn_by_size(judgements: list) -> dict[str, float]:
 def _judge_in_process(args: argparse.Namespace) -> None:
     star = held_out_star_prompts(args.star_prompts, args.tune_positions)
     from imagen.eval.model import held_out_prompts
-    emit(judge_model(args.model, args.lora, star, held_out_prompts(args.original_prompts), args.phrase))
+    emit(judge_model(args.model, args.lora, star, held_out_prompts(args.original_prompts), args.phrase,
+                     guidance=args.guidance))
 
 
 def picture(base: str, runs: Path, out: Path, positions: tuple[str, ...]) -> None:
@@ -217,13 +220,13 @@ def kept(original: dict, shipped: dict) -> dict:
 
 
 def adapter_scales(base: str, lora: Path, scales: list[float], star_prompts: list[str],
-                   original_prompts: list[str], shipped: dict) -> dict:
+                   original_prompts: list[str], shipped: dict, guidance: float | None = None) -> dict:
     """The adapters in `lora` judged at each sampling scale (`imagen-sample --lora DIR:SCALE`): a smaller scale
     keeps more of what the model knew and less of what the adapters taught; `kept` against `shipped` (the shipped
     model's scores on the original prompts)."""
     rows = {}
     for scale in scales:
-        row = judge_model(base, str(lora), star_prompts, original_prompts, scale=scale)
+        row = judge_model(base, str(lora), star_prompts, original_prompts, scale=scale, guidance=guidance)
         row["kept"] = kept(row["original"], shipped)
         rows[str(scale)] = row
     return rows
@@ -333,6 +336,8 @@ def main() -> None:
     parser.add_argument("--adapter-scales", type=_scales,
                         help="only judge the adapters of the LoRA runs among --variants at these comma-separated "
                              "sampling scales (e.g. 1,0.75,0.5)")
+    parser.add_argument("--guidance", type=float, help="judge every model at this base guidance scale instead of "
+                                                        "its default")
     parser.add_argument("--judge", action="store_true", help=argparse.SUPPRESS)  # worker: judge one model
     parser.add_argument("--model", default="shapes", help=argparse.SUPPRESS)
     parser.add_argument("--lora", help=argparse.SUPPRESS)
@@ -355,10 +360,10 @@ def main() -> None:
             raise SystemExit(f"error: no LoRA run among --variants in {args.runs}: tune one first")
         star = held_out_star_prompts(args.star_prompts, args.tune_positions)
         original = held_out_prompts(args.original_prompts)
-        shipped = judge_model(args.base, None, star, original)["original"]
-        rows = {run.name: adapter_scales(args.base, run, args.adapter_scales, star, original, shipped)
+        shipped = judge_model(args.base, None, star, original, guidance=args.guidance)["original"]
+        rows = {run.name: adapter_scales(args.base, run, args.adapter_scales, star, original, shipped, args.guidance)
                 for run in runs}
-        emit({"adapter_scales": rows, "machine": machine(args.threads)}, args.out)
+        emit({"adapter_scales": rows, "guidance": args.guidance, "machine": machine(args.threads)}, args.out)
         return
     if args.cost:
         emit({"adapter_cost": adapter_cost(args.base, args.runs / "lora", 7), "machine": machine(args.threads)},
@@ -368,12 +373,13 @@ def main() -> None:
     unknown = [v for v in args.variants.split(",") if v not in VARIANTS]
     if unknown:
         raise SystemExit(f"error: unknown variant {', '.join(unknown)}; choose among {', '.join(VARIANTS)}")
-    result: dict = {"machine": machine(args.threads),
+    result: dict = {"machine": machine(args.threads), "guidance": args.guidance,
                     "data": write_data(args.runs / "data", args.phrase, args.tune_positions, args.tune_jitter),
                     "star_prompts": held_out_star_prompts(args.star_prompts, args.tune_positions), "variants": {}}
     judge = [sys.executable, __file__, "--judge", "--star-prompts", str(args.star_prompts),
              "--original-prompts", str(args.original_prompts), "--phrase", args.phrase,
-             "--tune-positions", ",".join(args.tune_positions)]
+             "--tune-positions", ",".join(args.tune_positions),
+             *(["--guidance", str(args.guidance)] if args.guidance is not None else [])]
     result["shipped"] = spawn_json([*judge, "--model", args.base], f"judging {args.base}", args.threads)
     for variant in args.variants.split(","):
         run = args.runs / variant
