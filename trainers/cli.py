@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
 
             check_training_memory(config, stages, world=int(os.environ.get("WORLD_SIZE", "1")))
         if args.resume and not (args.output / RUN_CONFIG).is_file() and is_launch_main_process():
-            print(f"imagen-train: no run in {args.output} to resume: starting it from --config", file=sys.stderr)
+            print(f"imagen-train: no run in {args.output} to resume: starting it", file=sys.stderr)
         new_run = check_output_dir(args.output, args.resume)
         with run_lock(args.output):
             prepare_run_dir(args.output, config, args.resume)
