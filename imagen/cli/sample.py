@@ -43,12 +43,13 @@ def _run(args: argparse.Namespace) -> int:
     pipe = Imagen.from_pretrained(args.model, device=resolve_device(args.device), dtype=args.dtype)
     for path, scale, name in loras:
         pipe.load_lora(path, scale=scale, merge=args.lora_merge, name=name)
+    session = Session(args, prompts, seed, pipe, mode.options(pipe, args), output)
     if args.compile is not None:
         pipe.compile(args.compile or None)
-        if not args.quiet:  # the first step of each compiled stage takes the compile: say so before the progress bar
-            print(f"{PROG}: compiling {', '.join(pipe.compiled)}: each stage's first step pays it (about a minute on "
+        paying = [name for name in pipe.compiled if name in session.options]  # a stage outside the run never compiles
+        if paying and not args.quiet:  # said before the progress bar it stalls
+            print(f"{PROG}: compiling {', '.join(paying)}: each stage's first step pays it (about a minute on "
                   "a CPU, seconds once torch's cache holds it)", file=sys.stderr)
-    session = Session(args, prompts, seed, pipe, mode.options(pipe, args), output)
     if not args.no_memory_check:
         check_memory(session)
     if args.seed.strip().lower() == "random" and not args.quiet:

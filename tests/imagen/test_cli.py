@@ -210,6 +210,10 @@ def test_compile_says_which_stages_pay_the_compile_before_sampling(sample_cli, t
     assert status == 0 and "imagen-sample: compiling base: each stage's first step pays it" in err
     status, _, err = sample_cli("--prompt", "x", "--compile", "base", "--out", tmp_path / "b", "--quiet")
     assert status == 0 and "compiling" not in err
+    status, _, err = sample_cli("--prompt", "x", "--compile", "--out", tmp_path / "c", "--stop-at-stage", "base")
+    assert status == 0 and "imagen-sample: compiling base: each" in err
+    status, _, err = sample_cli("--prompt", "x", "--compile", "sr2", "--out", tmp_path / "d", "--stop-at-stage", 1)
+    assert status == 0 and "compiling" not in err
 
 
 def test_version(capsys):
