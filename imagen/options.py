@@ -15,6 +15,7 @@ from typing import Any
 
 from configs import SAMPLER_NAMES, THRESHOLDING_MODES, TIME_GRID_NAMES, StageConfig
 
+IMG2IMG_STRENGTH = 0.6  # img2img's default: the layout kept, the rest redrawn
 MAX_STEPS = 10_000  # sampling steps per stage, ten times DDPM's 1,000: a bound before the time grid fills memory
 
 StageValue = Any  # None, one value, a sequence with one per stage run, or {stage name: value}

@@ -11,12 +11,13 @@ from typing import Any
 
 from configs import PRECISIONS, SAMPLER_NAMES, THRESHOLDING_MODES, TIME_GRID_NAMES
 
+from ..options import IMG2IMG_STRENGTH
 from .common import Parser, UsageError
 
 PROG = "imagen-sample"
 MAX_PROMPTS_FILE = 16 * 2**20  # bytes of --prompts-file
 MAX_PROMPT_CHARS = 1000  # longer prompts are cut (a text encoder reads at most a few hundred tokens)
-DEFAULT_STRENGTH, DEFAULT_FRAMES, DEFAULT_FRAME_MS = 0.6, 8, 150
+DEFAULT_FRAMES, DEFAULT_FRAME_MS = 8, 150
 # sweep axis -> (SamplingOptions field, value type)
 SWEEP_AXES = {"aug-level": ("aug_level", float), "guidance-scale": ("guidance_scale", float),
               "steps": ("num_steps", int), "dynamic-percentile": ("dynamic_percentile", float)}
@@ -152,7 +153,7 @@ def _editing_arguments(parser: argparse.ArgumentParser) -> None:
                            "to inpaint / extend")
     edit.add_argument("--strength", type=float, nargs="+", metavar="S",
                       help="noise level in [0, 1] the image starts from, per stage: 0 returns it, 1 ignores it "
-                           f"(default {DEFAULT_STRENGTH}; 1 with --mask or --outpaint)")
+                           f"(default {IMG2IMG_STRENGTH}; 1 with --mask or --outpaint)")
     edit.add_argument("--mask", type=Path, metavar="MASK",
                       help="inpainting mask of the image's size: white = regenerate, black = keep")
     edit.add_argument("--resample-steps", type=int, default=1, metavar="U",

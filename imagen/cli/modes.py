@@ -20,7 +20,6 @@ from typing import Any
 from .arguments import (
     DEFAULT_FRAME_MS,
     DEFAULT_FRAMES,
-    DEFAULT_STRENGTH,
     SWEEP_AXES,
     check_option,
     check_seed,
@@ -142,7 +141,7 @@ class ImageEditMode(Sample):
             out = pipe.inpaint(prompts, self.image, self.mask, strength=args.strength or 1.0,
                                resample_steps=args.resample_steps, **common)
         else:
-            out = pipe.img2img(prompts, self.image, args.strength or DEFAULT_STRENGTH, **common)
+            out = pipe.img2img(prompts, self.image, args.strength, **common)
         return _with_files(out, self.files)
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from ..options import StageValue, per_stage
+from ..options import IMG2IMG_STRENGTH, StageValue, per_stage
 from ..output import ImagenOutput, check_output_type
 from ..request import Request
 from .images import ImageLike, check_same_size, load_image, load_mask, outpaint_canvas, resize_image, resize_mask
@@ -81,9 +81,6 @@ class ImageEdit:
             x0 = resample(run.sampler, denoise, x, grid, schedule=run.schedule, resample_steps=self.resample_steps,
                           x0_fn=run.x0_fn, generator=run.generator, callback=callback)
         return composite(x0, image, mask)
-
-
-IMG2IMG_STRENGTH = 0.6  # img2img's default: the layout kept, the rest redrawn
 
 
 def stage_strengths(pipe, request: Request, strength: StageValue, default: float) -> dict[str, float]:
