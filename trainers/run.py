@@ -134,10 +134,12 @@ def train_run(config: RunConfig, run_dir: Path, stages: list[str], *, resume: bo
     """Train `stages` in order (resuming each from its newest checkpoint when `resume`), exporting after each.
     A stage with no checkpoint to resume starts from `init`'s weights when given (fine-tuning), and the exported
     model carries `init`'s other stages unchanged, so a tuned base still samples the whole cascade. Stops
-    early, with everything saved, if a stage is interrupted."""
+    early, with everything saved, if a stage is interrupted. An accelerator made here is ended here: a process
+    that exits with its process group still up can abort in gloo's threads (SIGABRT) after the run finished."""
     lora = [name for name in stages if config.stages()[name].train.lora_rank]
     if lora and init is None:
         raise ValueError("LoRA (--lora) adapts a trained model: give it with --init-from MODEL")
+    owned = accelerator is None
     accelerator = accelerator or Accelerator(mixed_precision=_mixed_precision(config, stages))
     encoder = load_text_encoder(config.text, device=accelerator.device)
     if init is not None:
@@ -160,6 +162,8 @@ def train_run(config: RunConfig, run_dir: Path, stages: list[str], *, resume: bo
         accelerator.wait_for_everyone()
         if result.reason == "interrupted":
             break
+    if owned:  # every process got here (a failed run leaves it up: destroying it then can deadlock)
+        accelerator.end_training()
     return results
 
 

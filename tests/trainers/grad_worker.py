@@ -29,6 +29,7 @@ def main(out: str) -> None:
         save_file({**grads, "loss": loss.detach().reshape(1)}, out)
         print("world size", accelerator.num_processes)
     accelerator.wait_for_everyone()
+    accelerator.end_training()
 
 
 if __name__ == "__main__":
