@@ -22,6 +22,8 @@ With `--generalisation`: where RUNS/full draws the star (tuning prompts; new col
 With `--cost`: the sampling time of one image with RUNS/lora's adapters unmerged and merged, against none.
 With `--adapter-scales 1,0.75,0.5`: the adapters of each LoRA run among `--variants` judged at each sampling scale
 (what is learnt against what is kept).
+With `--seeds 3`: every model judged on its prompts sampled at seeds 0, 1 and 2, pooled (one seed's 32 star
+prompts move the star-drawn share by 6-12 points between seeds).
 With `--picture PNG`: the README's before/after grid instead (the shipped model and the `full` and `lora`
 runs of RUNS on four held-out star prompts, one tuning prompt and one original prompt, at 256 px).
 
@@ -126,10 +128,11 @@ def write_data(directory: Path, phrase: str, positions: tuple[str, ...], jitter:
 
 
 def judge_model(model: str, lora: str | None, star_prompts: list[str], original_prompts: list[str],
-                phrase: str = SHAPE, scale: float = 1.0, guidance: float | None = None) -> dict:
+                phrase: str = SHAPE, scale: float = 1.0, guidance: float | None = None, seeds: int = 1) -> dict:
     """Base-stage compliance (one-object scores) of `model` (+ `lora` at `scale`) on the star and the original
-    prompts, and the sampling time of the star prompts; the star prompts are sampled with the star named by
-    `phrase`; `guidance`: the base's guidance scale instead of the model's default."""
+    prompts, each sampled at seeds 0 .. `seeds` - 1 and pooled, and the sampling time of one seed's prompts; the
+    star prompts are sampled with the star named by `phrase`; `guidance`: the base's guidance scale instead of the
+    model's default."""
     import torch
 
     from imagen import Imagen
@@ -142,15 +145,17 @@ def judge_model(model: str, lora: str | None, star_prompts: list[str], original_
     options = {} if guidance is None else {"guidance_scale": guidance}
     result = {}
     for name, prompts, shapes in (("star", star_prompts, ALL_SHAPES), ("original", original_prompts, SHAPES)):
-        started = time.perf_counter()
         sampled = [phrased(p, phrase) for p in prompts] if name == "star" else prompts
-        images = pipe.generate(sampled, seed=0, max_batch_size=16, stop_at_stage="base", progress=False,
-                               **options)["base"]
-        seconds = time.perf_counter() - started
-        judgements = [analyze(image, prompt, shapes) for image, prompt in zip(images.cpu(), prompts, strict=True)]
+        judgements, seconds = [], 0.0
+        for seed in range(seeds):
+            started = time.perf_counter()
+            images = pipe.generate(sampled, seed=seed, max_batch_size=16, stop_at_stage="base", progress=False,
+                                   **options)["base"]
+            seconds += time.perf_counter() - started
+            judgements += [analyze(image, prompt, shapes) for image, prompt in zip(images.cpu(), prompts, strict=True)]
         summary = summarize(judgements)["one_object"]
         result[name] = {k: round(summary[k], 4) for k in ATTRIBUTES}
-        result[f"{name}_sample_s"] = round(seconds, 2)
+        result[f"{name}_sample_s"] = round(seconds / seeds, 2)
         if name == "star":
             result["star_drawn_by_size"] = drawn_by_size(judgements)
     return result
@@ -169,7 +174,7 @@ def _judge_in_process(args: argparse.Namespace) -> None:
     star = held_out_star_prompts(args.star_prompts, args.tune_positions)
     from imagen.eval.model import held_out_prompts
     emit(judge_model(args.model, args.lora, star, held_out_prompts(args.original_prompts), args.phrase,
-                     guidance=args.guidance))
+                     guidance=args.guidance, seeds=args.seeds))
 
 
 def picture(base: str, runs: Path, out: Path, positions: tuple[str, ...]) -> None:
@@ -220,13 +225,14 @@ def kept(original: dict, shipped: dict) -> dict:
 
 
 def adapter_scales(base: str, lora: Path, scales: list[float], star_prompts: list[str],
-                   original_prompts: list[str], shipped: dict, guidance: float | None = None) -> dict:
+                   original_prompts: list[str], shipped: dict, guidance: float | None = None, seeds: int = 1) -> dict:
     """The adapters in `lora` judged at each sampling scale (`imagen-sample --lora DIR:SCALE`): a smaller scale
     keeps more of what the model knew and less of what the adapters taught; `kept` against `shipped` (the shipped
     model's scores on the original prompts)."""
     rows = {}
     for scale in scales:
-        row = judge_model(base, str(lora), star_prompts, original_prompts, scale=scale, guidance=guidance)
+        row = judge_model(base, str(lora), star_prompts, original_prompts, scale=scale, guidance=guidance,
+                          seeds=seeds)
         row["kept"] = kept(row["original"], shipped)
         rows[str(scale)] = row
     return rows
@@ -286,6 +292,13 @@ def _scales(text: str) -> list[float]:
     return scales
 
 
+def _count(text: str) -> int:
+    """`--seeds`: a whole number >= 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of seeds >= 1, e.g. 3")
+    return int(text)
+
+
 def _positions(text: str) -> tuple[str, ...]:
     """`--tune-positions`: comma-separated shapes positions, at least one left out for the held-out prompts."""
     positions = tuple(p.strip() for p in text.split(","))
@@ -338,6 +351,8 @@ def main() -> None:
                              "sampling scales (e.g. 1,0.75,0.5)")
     parser.add_argument("--guidance", type=float, help="judge every model at this base guidance scale instead of "
                                                         "its default")
+    parser.add_argument("--seeds", type=_count, default=1, help="judge every model on its prompts sampled at this "
+                                                                 "many seeds, pooled (default 1: seed 0)")
     parser.add_argument("--judge", action="store_true", help=argparse.SUPPRESS)  # worker: judge one model
     parser.add_argument("--model", default="shapes", help=argparse.SUPPRESS)
     parser.add_argument("--lora", help=argparse.SUPPRESS)
@@ -360,10 +375,11 @@ def main() -> None:
             raise SystemExit(f"error: no LoRA run among --variants in {args.runs}: tune one first")
         star = held_out_star_prompts(args.star_prompts, args.tune_positions)
         original = held_out_prompts(args.original_prompts)
-        shipped = judge_model(args.base, None, star, original, guidance=args.guidance)["original"]
-        rows = {run.name: adapter_scales(args.base, run, args.adapter_scales, star, original, shipped, args.guidance)
-                for run in runs}
-        emit({"adapter_scales": rows, "guidance": args.guidance, "machine": machine(args.threads)}, args.out)
+        shipped = judge_model(args.base, None, star, original, guidance=args.guidance, seeds=args.seeds)["original"]
+        rows = {run.name: adapter_scales(args.base, run, args.adapter_scales, star, original, shipped, args.guidance,
+                                         args.seeds) for run in runs}
+        emit({"adapter_scales": rows, "guidance": args.guidance, "seeds": args.seeds, "machine": machine(args.threads)},
+             args.out)
         return
     if args.cost:
         emit({"adapter_cost": adapter_cost(args.base, args.runs / "lora", 7), "machine": machine(args.threads)},
@@ -373,12 +389,12 @@ def main() -> None:
     unknown = [v for v in args.variants.split(",") if v not in VARIANTS]
     if unknown:
         raise SystemExit(f"error: unknown variant {', '.join(unknown)}; choose among {', '.join(VARIANTS)}")
-    result: dict = {"machine": machine(args.threads), "guidance": args.guidance,
+    result: dict = {"machine": machine(args.threads), "guidance": args.guidance, "seeds": args.seeds,
                     "data": write_data(args.runs / "data", args.phrase, args.tune_positions, args.tune_jitter),
                     "star_prompts": held_out_star_prompts(args.star_prompts, args.tune_positions), "variants": {}}
     judge = [sys.executable, __file__, "--judge", "--star-prompts", str(args.star_prompts),
              "--original-prompts", str(args.original_prompts), "--phrase", args.phrase,
-             "--tune-positions", ",".join(args.tune_positions),
+             "--tune-positions", ",".join(args.tune_positions), "--seeds", str(args.seeds),
              *(["--guidance", str(args.guidance)] if args.guidance is not None else [])]
     result["shipped"] = spawn_json([*judge, "--model", args.base], f"judging {args.base}", args.threads)
     for variant in args.variants.split(","):

@@ -11,6 +11,7 @@ from PIL import Image
 from bench.new_shape import (
     ATTRIBUTES,
     TUNE_POSITIONS,
+    _count,
     _positions,
     _scales,
     drawn_by_size,
@@ -63,6 +64,13 @@ def test_adapter_scales_are_positive_numbers_or_one_clear_error():
     for bad in ("1,x", "0,1", "-0.5", ""):
         with pytest.raises(argparse.ArgumentTypeError, match="positive scales"):
             _scales(bad)
+
+
+def test_seeds_are_a_whole_number_or_one_clear_error():
+    assert _count("3") == 3
+    for bad in ("0", "-1", "1.5", "x", ""):
+        with pytest.raises(argparse.ArgumentTypeError, match="whole number of seeds"):
+            _count(bad)
 
 
 def test_jittered_tuning_stars_move_inside_their_cells_with_the_same_captions(tmp_path):
