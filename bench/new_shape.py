@@ -5,7 +5,10 @@ with and without prior preservation, and judge what it learnt and what it kept.
                               [--set KEY=VALUE ...]
 
 1. Tuning data: 40 renders of the star (`imagen.shapes.NEW_SHAPES`) at 64 px, in TUNE_COLORS at TUNE_POSITIONS,
-   both sizes, random backgrounds, as PNG + .txt captions (`RUNS/data`).
+   both sizes (`--small-share` of them small, default half), random backgrounds, as PNG + .txt captions
+   (`RUNS/data`); with `--loss-masks`, each with its loss mask (`NN-masklabel.png`: the star's outline grown by
+   2 px, so the notches between its points count too), which weighs the star's pixels 1 against
+   `data.unmasked_weight` for the rest.
 2. Each variant tunes the base stage from `shapes` (`imagen-train --init-from shapes --stage base --data ...`)
    for `--minutes` (or `--steps`, whichever comes first): `full` (every weight), `lora` (rank `--rank` adapters
    on the attention projections and the 3x3 convolutions), `lora-text` (on cross-attention's text keys and
@@ -42,7 +45,10 @@ import random
 import re
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
+
+from PIL import Image, ImageFilter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -59,6 +65,7 @@ from imagen.shapes import (  # noqa: E402
     jittered,
     render,
 )
+from trainers.data.sources import MASK_SUFFIX  # noqa: E402
 
 SHAPE = "star"
 TUNE_COLORS = ("red", "yellow", "blue", "white")
@@ -91,11 +98,22 @@ def held_out_positions(positions: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(p for p in POSITIONS if p not in positions)
 
 
-def tuning_scenes(positions: tuple[str, ...] = TUNE_POSITIONS, jitter: float = 0.0) -> list[Scene]:
-    """The tuning scenes: every tuning colour x position x size (40 at five positions), backgrounds drawn at
-    random; with `jitter`, each star moved inside its cell as `data.position_jitter` moves the base's shapes."""
+def tuning_sizes(count: int, small_share: float) -> list[str]:
+    """The sizes of `count` tuning stars, `small_share` of them small, the large ones evenly spaced through the
+    list (at 0.5 small, large, small, ...: every colour and position shown at both sizes)."""
+    large = round(count * (1 - small_share))
+    return ["large" if (k + 1) * large // count > k * large // count else "small" for k in range(count)]
+
+
+def tuning_scenes(positions: tuple[str, ...] = TUNE_POSITIONS, jitter: float = 0.0,
+                  small_share: float = 0.5) -> list[Scene]:
+    """The tuning scenes: every tuning colour x position twice (40 at five positions), `small_share` of them
+    small stars, backgrounds drawn at random; with `jitter`, each star moved inside its cell as
+    `data.position_jitter` moves the base's shapes."""
     rng = random.Random("new-shape:tune")
-    scenes = [_scene(rng, c, s, p) for c, p, s in itertools.product(TUNE_COLORS, positions, SIZES)]
+    places = [(c, p) for c, p in itertools.product(TUNE_COLORS, positions) for _ in SIZES]
+    sizes = tuning_sizes(len(places), small_share)
+    scenes = [_scene(rng, c, s, p) for (c, p), s in zip(places, sizes, strict=True)]
     if not jitter:
         return scenes
     moves = random.Random("new-shape:jitter")  # apart from `rng`: the backgrounds stay those of the unmoved set
@@ -117,14 +135,26 @@ def phrased(caption: str, phrase: str) -> str:
     return re.sub(rf"\b{SHAPE}\b", phrase, caption)
 
 
-def write_data(directory: Path, phrase: str, positions: tuple[str, ...], jitter: float = 0.0) -> dict:
+def loss_mask(scene: Scene, resolution: int) -> Image.Image:
+    """White where `scene`'s objects are, grown by 2 px (the notches between a star's points are its outline
+    too), black elsewhere."""
+    silhouette = Scene(tuple(replace(o, color="white") for o in scene.objects), "black")
+    drawn = render(silhouette, resolution).convert("L").point(lambda v: 255 if v > COLORS["black"][0] else 0)
+    return drawn.filter(ImageFilter.MaxFilter(5))
+
+
+def write_data(directory: Path, phrase: str, positions: tuple[str, ...], jitter: float = 0.0,
+               small_share: float = 0.5, masks: bool = False) -> dict:
     directory.mkdir(parents=True, exist_ok=True)
-    scenes = tuning_scenes(positions, jitter)
+    scenes = tuning_scenes(positions, jitter, small_share)
     for i, scene in enumerate(scenes):
         render(scene, 64).save(directory / f"{i:02d}.png")
         (directory / f"{i:02d}.txt").write_text(phrased(scene.caption, phrase) + "\n")
+        if masks:
+            loss_mask(scene, 64).save(directory / f"{i:02d}{MASK_SUFFIX}")
     return {"images": len(scenes), "colors": TUNE_COLORS, "positions": positions,
-            "held_out_colors": HELD_OUT_COLORS, "held_out_positions": held_out_positions(positions), "jitter": jitter}
+            "held_out_colors": HELD_OUT_COLORS, "held_out_positions": held_out_positions(positions), "jitter": jitter,
+            "small": sum(s.objects[0].size == "small" for s in scenes), "loss_masks": masks}
 
 
 def judge_model(model: str, lora: str | None, star_prompts: list[str], original_prompts: list[str],
@@ -292,6 +322,17 @@ def _scales(text: str) -> list[float]:
     return scales
 
 
+def _share(text: str) -> float:
+    """`--small-share`: a fraction in [0, 1]."""
+    try:
+        share = float(text)
+    except ValueError:
+        share = -1.0
+    if not 0 <= share <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give the share of small tuning stars in [0, 1], e.g. 0.75")
+    return share
+
+
 def _count(text: str) -> int:
     """`--seeds`: a whole number >= 1."""
     if not text.isdigit() or int(text) < 1:
@@ -335,6 +376,12 @@ def main() -> None:
     parser.add_argument("--tune-jitter", type=float, default=0.0,
                         help="move each tuning star inside its cell by up to this fraction of the side (as "
                              "data.position_jitter does; at most 1/6)")
+    parser.add_argument("--small-share", type=_share, default=0.5,
+                        help="the share of the tuning stars drawn small (default 0.5: every colour and position at "
+                             "both sizes)")
+    parser.add_argument("--loss-masks", action="store_true",
+                        help="give each tuning image a loss mask around its star (weight 1 there, "
+                             "data.unmasked_weight elsewhere)")
     parser.add_argument("--star-prompts", type=int, default=32)
     parser.add_argument("--original-prompts", type=int, default=48)
     parser.add_argument("--threads", type=int, default=2)
@@ -390,7 +437,8 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"error: unknown variant {', '.join(unknown)}; choose among {', '.join(VARIANTS)}")
     result: dict = {"machine": machine(args.threads), "guidance": args.guidance, "seeds": args.seeds,
-                    "data": write_data(args.runs / "data", args.phrase, args.tune_positions, args.tune_jitter),
+                    "data": write_data(args.runs / "data", args.phrase, args.tune_positions, args.tune_jitter,
+                                       args.small_share, args.loss_masks),
                     "star_prompts": held_out_star_prompts(args.star_prompts, args.tune_positions), "variants": {}}
     judge = [sys.executable, __file__, "--judge", "--star-prompts", str(args.star_prompts),
              "--original-prompts", str(args.original_prompts), "--phrase", args.phrase,

@@ -264,6 +264,9 @@ class DataConfig:
     # (the original model's data, e.g. shapes) so that what the model knew is not forgotten; 0 = off
     prior_source: str = ""
     prior_share: float = 0.0
+    # loss masks (an image's `NAME-masklabel.png`, white = the subject): the loss weight of the pixels a mask
+    # leaves black against 1 on the subject, so that a small subject is not drowned by its background
+    unmasked_weight: float = 0.05
 
     def __post_init__(self):
         _check(bool(self.source), "source must not be empty (use 'shapes' or a path)")
@@ -272,6 +275,7 @@ class DataConfig:
                f"position_jitter must be in [0, 1/6] (a centre stays in its cell), got {self.position_jitter}")
         _check(0.0 <= self.prior_share < 1.0, f"prior_share must be in [0, 1), got {self.prior_share}")
         _check(self.prior_share == 0.0 or bool(self.prior_source), "prior_share > 0 needs a prior_source")
+        _check(0.0 < self.unmasked_weight <= 1.0, f"unmasked_weight must be in (0, 1], got {self.unmasked_weight}")
 
 
 @dataclass(frozen=True)

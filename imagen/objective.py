@@ -95,8 +95,10 @@ def loss_weight(prediction: str, log_snr: torch.Tensor, min_snr_gamma: float) ->
 
 
 def per_sample_loss(config: ObjectiveConfig, output: torch.Tensor, x0: torch.Tensor, eps: torch.Tensor,
-                    alpha: torch.Tensor, sigma: torch.Tensor, log_snr: torch.Tensor) -> torch.Tensor:
-    """Loss of each sample, shape (B,): weighted mean over all other dimensions."""
+                    alpha: torch.Tensor, sigma: torch.Tensor, log_snr: torch.Tensor,
+                    pixel_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Loss of each sample, shape (B,): the mean over all other dimensions, or with `pixel_weight` (B, 1, H, W)
+    the mean weighted by it (a loss mask: what the subject covers counts more than the rest)."""
     goal = target(config.prediction, x0, eps, alpha, sigma, config.sigma_data)
     output = output.float()
     if config.loss == "l2":
@@ -107,4 +109,8 @@ def per_sample_loss(config: ObjectiveConfig, output: torch.Tensor, x0: torch.Ten
         err = F.smooth_l1_loss(output, goal, reduction="none")
     else:
         raise ValueError(f"unknown loss {config.loss!r}; valid: l2, l1, huber")
-    return err.flatten(1).mean(1) * loss_weight(config.prediction, log_snr, config.min_snr_gamma)
+    if pixel_weight is None:
+        per_sample = err.flatten(1).mean(1)
+    else:
+        per_sample = (err * pixel_weight).flatten(1).sum(1) / (pixel_weight.flatten(1).sum(1) * err.shape[1])
+    return per_sample * loss_weight(config.prediction, log_snr, config.min_snr_gamma)

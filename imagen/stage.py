@@ -81,11 +81,12 @@ class Stage(nn.Module):
         return time_grid(options.time_grid, options.num_steps, self.schedule, self.config.objective.prediction)
 
     def training_loss(self, images: torch.Tensor, text_embeds: torch.Tensor | None, text_mask: torch.Tensor | None,
-                      noise: TrainingNoise, lowres: torch.Tensor | None = None) -> torch.Tensor:
+                      noise: TrainingNoise, lowres: torch.Tensor | None = None,
+                      pixel_weight: torch.Tensor | None = None) -> torch.Tensor:
         """Per-sample diffusion loss, shape (B,). images (B, 3, R, R) in [-1, 1]; lowres (B, 3, r, r) for SR
         stages (the matching crop when R is a crop); `noise` from `draw_training_noise` (all the randomness,
         so a step is a pure function of its inputs: exact resume, and equal gradients however a global batch
-        is split over processes)."""
+        is split over processes); `pixel_weight` (B, 1, R, R): the loss masks' weights (`per_sample_loss`)."""
         condition = Condition(text_embeds=text_embeds, text_mask=text_mask, drop_text=noise.drop_text)
         x0 = images
         if self.config.is_super_resolution:
@@ -102,12 +103,13 @@ class Stage(nn.Module):
         objective = self.config.objective
         c_in = input_scale(objective.prediction, alpha, sigma, objective.sigma_data)
         output = self.net(batch_scale(c_in, x_t) * x_t, noise.t, **condition.as_kwargs())
-        return per_sample_loss(objective, output, x0, noise.eps, alpha, sigma, log_snr)
+        return per_sample_loss(objective, output, x0, noise.eps, alpha, sigma, log_snr, pixel_weight)
 
     def forward(self, images: torch.Tensor, text_embeds: torch.Tensor | None, text_mask: torch.Tensor | None,
-                noise: TrainingNoise, lowres: torch.Tensor | None = None) -> torch.Tensor:
+                noise: TrainingNoise, lowres: torch.Tensor | None = None,
+                pixel_weight: torch.Tensor | None = None) -> torch.Tensor:
         """The training loss (so a wrapped stage, e.g. DistributedDataParallel, trains through forward)."""
-        return self.training_loss(images, text_embeds, text_mask, noise, lowres)
+        return self.training_loss(images, text_embeds, text_mask, noise, lowres, pixel_weight)
 
     @torch.no_grad()
     def sample(self, text_embeds: torch.Tensor | None, text_mask: torch.Tensor | None, generator: Generator,

@@ -1,4 +1,5 @@
-"""bench/new_shape.py's tuning data: 40 renders of the star with captions, named by `--phrase` when given."""
+"""bench/new_shape.py's tuning data: 40 renders of the star with captions, named by `--phrase` when given, small
+or large as `--small-share` asks."""
 
 from __future__ import annotations
 
@@ -14,11 +15,14 @@ from bench.new_shape import (
     _count,
     _positions,
     _scales,
+    _share,
     drawn_by_size,
     held_out_star_prompts,
     kept,
+    loss_mask,
     phrased,
     tuning_scenes,
+    tuning_sizes,
     write_data,
 )
 from imagen.eval import analyze
@@ -95,3 +99,37 @@ def test_star_drawn_is_also_reported_per_asked_size():
     small = [i for i, p in enumerate(prompts) if " small " in p]
     images[small[:2]] = to_tensor(render(parse_caption(prompts[small[0]].replace("star", "square")), 64))
     assert by_size() == {"small": (len(small) - 2) / len(small), "large": 1.0}
+
+
+def test_the_small_share_sets_how_many_tuning_stars_are_small_with_every_place_still_shown_large(tmp_path):
+    assert tuning_sizes(4, 0.5) == ["small", "large", "small", "large"]
+    assert [s.objects[0].size for s in tuning_scenes()] == tuning_sizes(40, 0.5)
+    scenes = tuning_scenes(TUNE_POSITIONS, jitter=0.1, small_share=0.75)
+    large = [s.objects[0] for s in scenes if s.objects[0].size == "large"]
+    assert len(scenes) == 40 and len(large) == 10
+    assert {o.position for o in large} == set(TUNE_POSITIONS)
+    assert {s.objects[0].color for s in scenes} == {o.color for o in large}
+    assert write_data(tmp_path, "star", TUNE_POSITIONS, small_share=0.75)["small"] == 30
+    assert sum(" small " in t.read_text() for t in tmp_path.glob("*.txt")) == 30
+    assert _share("1") == 1.0
+    for bad in ("1.5", "-0.1", "x", ""):
+        with pytest.raises(argparse.ArgumentTypeError, match="share of small tuning stars"):
+            _share(bad)
+
+
+def test_loss_masks_cover_each_star_and_the_notches_between_its_points(tmp_path):
+    import numpy as np
+
+    from configs.schema import DataConfig
+    from trainers.data import build_dataset
+
+    info = write_data(tmp_path, "star", TUNE_POSITIONS, jitter=0.1, masks=True)
+    assert info["loss_masks"] and len(list(tmp_path.glob("*-masklabel.png"))) == 40
+    for index in (0, 1):  # a small star, then a large one
+        scene = tuning_scenes(TUNE_POSITIONS, jitter=0.1)[index]
+        star = np.asarray(render(scene, 64).convert("L")) != np.asarray(render(scene, 64).convert("L"))[0, 0]
+        mask = np.asarray(Image.open(tmp_path / f"{index:02d}-masklabel.png")) == 255
+        assert mask[star].all() and 1.5 < mask.sum() / star.sum() < 4, (mask.sum(), star.sum())
+        assert np.array_equal(mask, np.asarray(loss_mask(scene, 64)) == 255)
+    dataset = build_dataset(DataConfig(source=str(tmp_path)), 64)
+    assert all("pixel_weight" in dataset[i] for i in range(3))

@@ -163,8 +163,10 @@ def with_prior_preservation(config, overrides: list[str]):
                                                                                              source.kind)
     if len(entries) >= SMALL_DATA:
         return config
-    print(f"imagen-train: note: {len(entries)} examples: prior preservation on, {PRIOR_SHARE:.0%} of them from the "
-          f"model's own data ({data.prior_source}); --set data.prior_share=0 turns it off", file=sys.stderr)
+    masks = sum(e.mask is not None for e in entries)
+    print(f"imagen-train: note: {len(entries)} examples" + (f" ({masks} with loss masks)" if masks else "") +
+          f": prior preservation on, {PRIOR_SHARE:.0%} of them from the model's own data ({data.prior_source}); "
+          "--set data.prior_share=0 turns it off", file=sys.stderr)
     return replace(config, data=replace(data, prior_share=PRIOR_SHARE))
 
 

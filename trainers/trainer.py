@@ -282,6 +282,7 @@ class StageTrainer:
         embeds, mask = self.text(batch["caption"])
         images = batch["image"].to(device)
         lowres = batch["lowres"].to(device) if "lowres" in batch else None
+        pixel_weight = batch["pixel_weight"].to(device) if "pixel_weight" in batch else None
         total = torch.zeros((), device=device)
         micro_steps = self.per_rank // self.micro
         for k in range(micro_steps):
@@ -291,7 +292,8 @@ class StageTrainer:
                 no_gradient_sync(self.model) if self.sharded else self.acc.no_sync(self.model))
             with sync, self.acc.autocast():
                 loss = self.model(images[rows], embeds[rows], mask[rows], noise.rows(global_rows),
-                                  None if lowres is None else lowres[rows]).mean() / micro_steps
+                                  None if lowres is None else lowres[rows],
+                                  None if pixel_weight is None else pixel_weight[rows]).mean() / micro_steps
                 self.acc.backward(loss)
             total += loss.detach()
         return self.acc.reduce(total, reduction="mean")

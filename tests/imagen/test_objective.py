@@ -91,3 +91,21 @@ def test_v_with_sigma_data_is_edm_preconditioning():
     for i in range(len(alpha)):
         v = target("v", big[None], noise[None], alpha[i:i + 1], sigma[i:i + 1], sd)
         assert v.std().item() == pytest.approx(1.0, abs=0.05)
+
+
+def test_a_pixel_weight_counts_the_subject_more_and_uniform_weights_change_nothing():
+    x0, eps, alpha, sigma = _batch()
+    config = ObjectiveConfig(prediction="v")
+    log_snr = torch.log(alpha**2 / sigma**2)
+    output = target("v", x0, eps, alpha, sigma).float().clone()
+    output[:, :, :2] += 1.0  # every sample wrong on its top two rows only
+    plain = per_sample_loss(config, output, x0, eps, alpha, sigma, log_snr)
+    uniform = torch.full((x0.shape[0], 1, *x0.shape[-2:]), 0.3)
+    torch.testing.assert_close(per_sample_loss(config, output, x0, eps, alpha, sigma, log_snr, uniform), plain)
+    subject = torch.zeros_like(uniform)
+    subject[:, :, :2] = 1.0
+    assert torch.allclose(per_sample_loss(config, output, x0, eps, alpha, sigma, log_snr, subject),
+                          torch.ones_like(plain))  # only the wrong rows count: every one of their pixels is off by 1
+    subject[:, :, :2] = 0.0
+    subject[:, :, 2:] = 1.0
+    assert float(per_sample_loss(config, output, x0, eps, alpha, sigma, log_snr, subject).abs().max()) < 1e-6

@@ -199,3 +199,25 @@ def test_fine_tuning_on_a_small_folder_turns_prior_preservation_on(trained, tmp_
                  "--dry-run", "--set", f"data.prior_source={other}"]) == 0
     data = json.loads(capsys.readouterr().out)["data"]
     assert (data["prior_source"], data["prior_share"]) == (str(other), 0.25)
+
+
+def test_loss_masks_beside_the_images_reach_the_loss(trained, tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    from tests.trainers.data.conftest import FORMATS, image_bytes, write
+
+    model, _ = trained
+    folder = tmp_path / "mine"
+    for i in range(4):
+        write(folder / f"{i}.png", image_bytes(FORMATS[".png"], size=(32, 32), seed=i))
+        write(folder / f"{i}.txt", "a small zxq at the center on a blue background")
+    runs = {}
+    for name in ("plain", "masked"):
+        if name == "masked":
+            for i in range(4):
+                write(folder / f"{i}-masklabel.png", image_bytes(FORMATS[".png"], size=(32, 32), seed=10 + i, mode="L"))
+        assert main(["--init-from", str(model), "--data", str(folder), "--output", str(tmp_path / name), "--lora",
+                     "4", "--max-steps", "2", "--no-progress", "--set", "base.train.warmup_steps=0"]) == 0
+        runs[name] = load_file(tmp_path / name / "lora.safetensors")
+    assert "4 examples (4 with loss masks): prior preservation on" in capsys.readouterr().err
+    assert any(not torch.equal(runs["plain"][k], runs["masked"][k]) for k in runs["plain"])

@@ -18,10 +18,11 @@ def build_dataset(config: DataConfig, resolution: int, *, crop_size: int = 0, lo
     Items: `{"image": (3, R, R), "caption": str, "key": str}` with R = crop_size or resolution, values in
     [-1, 1], plus `"lowres": (3, r, r)` when lowres_resolution > 0 (r = lowres_resolution, or
     crop_size * lowres_resolution / resolution for crops: the same region of the whole image downsampled
-    by `imagen.resize.downsample`). Folder and manifest captions are read now (bad data sets fail here);
-    images are checked when loaded. `rank`/`world_size` split webdataset shards (and are the defaults of
-    `make_loader`). With `prior_share`, a MixedDataset of the source and `prior_source`. Raises ValueError for
-    an unknown or missing source and for inconsistent sizes.
+    by `imagen.resize.downsample`), and `"pixel_weight": (1, R, R)` for an image with a loss mask. Folder and
+    manifest captions are read now (bad data sets fail here); images are checked when loaded.
+    `rank`/`world_size` split webdataset shards (and are the defaults of `make_loader`). With `prior_share`, a
+    MixedDataset of the source and `prior_source`. Raises ValueError for an unknown or missing source and for
+    inconsistent sizes.
     """
     if config.prior_share > 0:
         sizes = {"crop_size": crop_size, "lowres_resolution": lowres_resolution, "crop_candidates": crop_candidates,
@@ -45,4 +46,4 @@ def build_dataset(config: DataConfig, resolution: int, *, crop_size: int = 0, lo
     else:
         entries, report = read_manifest(source.location, source.kind)
     report.check()
-    return FileDataset(entries, report, target, rank, world_size)
+    return FileDataset(entries, report, target, rank, world_size, config.unmasked_weight)

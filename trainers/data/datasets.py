@@ -11,9 +11,10 @@ an SR stage is for.
 
 Items: `{"image": (3, R, R) in [-1, 1], "caption": str, "key": str, "skipped": [(key, reason, detail)]}`
 plus `"lowres": (3, r, r) in [-1, 1]` for SR stages, where R is the crop size (or the resolution) and r
-the matching low-res size. `skipped` lists the bad items passed over to produce this one: an unusable
-item is replaced by the next usable index (index + 1, + 2, ..., wrapping), deterministically; the loader
-counts and reports them.
+the matching low-res size, and `"pixel_weight": (1, R, R)` for an image with a loss mask: 1 on the subject
+(white), `unmasked_weight` on the rest, grey in between, cut and scaled as the image is. `skipped` lists the bad
+items passed over to produce this one: an unusable item is replaced by the next usable index (index + 1, + 2,
+..., wrapping), deterministically; the loader counts and reports them.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from imagen.images import to_tensor
 from imagen.resize import downsample
 from imagen.shapes import Scene, render, training_scene
 
-from .images import BadSample, fit_square, min_side, open_image
+from .images import BadSample, min_side, open_image, open_mask, resize_box, square_box
 from .sources import Entry, ScanReport
 
 SHAPES_LENGTH = 10**9  # the shapes world is unbounded; this many items is "infinite" for training
@@ -101,9 +102,10 @@ class Target:
         factor, side = self.factor, self.size // self.factor
         return whole[:, top // factor:top // factor + side, left // factor:left // factor + side]
 
-    def finish(self, image: torch.Tensor, rng: random.Random) -> dict:
-        """From a full-resolution image (3, R, R): the low-res image (the whole image, antialiased down to
-        `lowres_resolution`), then the random crop of both, aligned on the low-res pixel grid."""
+    def finish(self, image: torch.Tensor, rng: random.Random, pixel_weight: torch.Tensor | None = None) -> dict:
+        """From a full-resolution image (3, R, R) (and its loss mask's `pixel_weight` (1, R, R)): the low-res
+        image (the whole image, antialiased down to `lowres_resolution`), then the random crop of them all,
+        aligned on the low-res pixel grid."""
         lowres = downsample(image, self.lowres_resolution) if self.lowres_resolution else None
         crop = self.crop_size
         if crop and crop < self.resolution:
@@ -111,9 +113,13 @@ class Target:
             image = image[:, top:top + crop, left:left + crop]
             if lowres is not None:
                 lowres = self.window(lowres, top, left)
+            if pixel_weight is not None:
+                pixel_weight = pixel_weight[:, top:top + crop, left:left + crop]
         item = {"image": image.contiguous()}
         if lowres is not None:
             item["lowres"] = lowres.contiguous()
+        if pixel_weight is not None:
+            item["pixel_weight"] = pixel_weight.contiguous()
         return item
 
 
@@ -129,7 +135,8 @@ def item_rng(seed: int, epoch: int, index: int | str) -> random.Random:
 
 class MapDataset(Dataset):
     """Base of the index-addressed sources. Subclasses implement `_load(index, rng) -> (image, caption,
-    key)` with image (3, resolution, resolution) in [-1, 1], raising BadSample for unusable items."""
+    key, pixel_weight)` with image (3, resolution, resolution) in [-1, 1] and pixel_weight (1, resolution,
+    resolution) or None, raising BadSample for unusable items."""
 
     shuffle = True  # whether the loader visits items in a seeded random order (False: index order)
 
@@ -143,7 +150,7 @@ class MapDataset(Dataset):
     def __len__(self) -> int:
         raise NotImplementedError
 
-    def _load(self, index: int, rng: random.Random) -> tuple[torch.Tensor, str, str]:
+    def _load(self, index: int, rng: random.Random) -> tuple[torch.Tensor, str, str, torch.Tensor | None]:
         raise NotImplementedError
 
     def _key(self, index: int) -> str:
@@ -151,8 +158,8 @@ class MapDataset(Dataset):
 
     def _item(self, index: int, rng: random.Random) -> dict:
         """The finished item (crops and low-res image) of a usable index; raises BadSample otherwise."""
-        image, caption, name = self._load(index, rng)
-        item = self.target.finish(image, rng)
+        image, caption, name, pixel_weight = self._load(index, rng)
+        item = self.target.finish(image, rng, pixel_weight)
         item.update(caption=caption, key=name)
         return item
 
@@ -207,7 +214,7 @@ class ShapesDataset(MapDataset):
 
     def _load(self, index, rng):
         scene = self._scene(index)
-        return to_tensor(render(scene, self.target.resolution)), scene.caption, self._key(index)
+        return to_tensor(render(scene, self.target.resolution)), scene.caption, self._key(index), None
 
     def _item(self, index, rng):
         """Render only what the stage trains on: the crop at full resolution and the same region rendered at
@@ -231,13 +238,15 @@ class ShapesDataset(MapDataset):
 
 
 class FileDataset(MapDataset):
-    """Image files with captions (from a folder scan or a manifest), decoded and checked lazily."""
+    """Image files with captions (from a folder scan or a manifest), and their loss masks, decoded and checked
+    lazily; `unmasked_weight`: the loss weight of the pixels a mask leaves black."""
 
     def __init__(self, entries: list[Entry], report: ScanReport, target: Target, rank: int = 0,
-                 world_size: int = 1):
+                 world_size: int = 1, unmasked_weight: float = 1.0):
         super().__init__(target, report.location, rank, world_size)
         self.entries = entries
         self.report = report
+        self.unmasked_weight = unmasked_weight
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -249,8 +258,12 @@ class FileDataset(MapDataset):
         entry = self.entries[index]
         target = self.target
         image = open_image(entry.image, min_size=min_side(target.resolution))
-        image = fit_square(image, target.resolution, target.resize, rng)
-        return to_tensor(image), entry.caption, entry.key
+        box = square_box(*image.size, target.resize, rng)
+        pixel_weight = None
+        if entry.mask is not None:
+            mask = to_tensor(resize_box(open_mask(entry.mask, image.size), target.resolution, box))[:1]
+            pixel_weight = self.unmasked_weight + (1 - self.unmasked_weight) * (mask + 1) / 2
+        return to_tensor(resize_box(image, target.resolution, box)), entry.caption, entry.key, pixel_weight
 
 
 class MixedDataset(MapDataset):

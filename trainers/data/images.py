@@ -11,6 +11,8 @@ Rejected images:
   the header before decoding; PIL's DecompressionBombWarning is turned into an error as well;
 - too small: a short side below `MIN_SIDE_FRACTION` (1/4) of the stage's resolution (upsampling more than 4x
   teaches the model blur).
+A loss mask (`open_mask`, a greyscale image of the image's size, white = the subject) is cut and scaled as
+its image is (`square_box`, `resize_box`).
 Colour modes: alpha (RGBA, LA, PA, P or L with a transparent colour) is composited over white; 16-bit
 grayscale (I;16*, and I, read as 16-bit) is scaled from 0..65535 to 0..255 (PIL's convert would clip);
 float (F) is read as 0..1; CMYK goes through its embedded ICC profile when it has one, else PIL's formula;
@@ -36,7 +38,7 @@ MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 
 REASONS = ("missing image", "unreadable image", "truncated image", "decompression bomb", "image too small",
            "unsupported image mode", "missing caption", "unreadable caption", "empty caption", "non-UTF-8 caption",
-           "bad manifest row", "unreadable shard")
+           "bad manifest row", "unreadable shard", "bad mask")
 
 
 class BadSample(Exception):
@@ -149,21 +151,44 @@ def to_rgb(image: Image.Image) -> Image.Image:
         raise BadSample("unsupported image mode", f"{mode}: {error}") from None
 
 
-def fit_square(image: Image.Image, size: int, mode: str, rng: random.Random) -> Image.Image:
-    """`image` resized to size x size. center_crop / random_crop: the largest centred / random square
-    (offset drawn from `rng`), scaled; stretch: the whole image, aspect ratio not kept. PIL bicubic."""
-    width, height = image.size
+def square_box(width: int, height: int, mode: str, rng: random.Random) -> tuple[int, int, int, int]:
+    """The region of a width x height image that `fit_square` scales: center_crop / random_crop the largest
+    centred / random square (offset drawn from `rng`), stretch the whole image."""
     if mode == "stretch":
-        box = (0, 0, width, height)
-    elif mode in ("center_crop", "random_crop"):
-        side = min(width, height)
-        if mode == "center_crop":
-            left, top = (width - side) // 2, (height - side) // 2
-        else:
-            left, top = rng.randint(0, width - side), rng.randint(0, height - side)
-        box = (left, top, left + side, top + side)
-    else:
+        return 0, 0, width, height
+    if mode not in ("center_crop", "random_crop"):
         raise ValueError(f"unknown resize mode {mode!r}: use center_crop, random_crop or stretch")
-    if box == (0, 0, size, size):
+    side = min(width, height)
+    if mode == "center_crop":
+        left, top = (width - side) // 2, (height - side) // 2
+    else:
+        left, top = rng.randint(0, width - side), rng.randint(0, height - side)
+    return left, top, left + side, top + side
+
+
+def fit_square(image: Image.Image, size: int, mode: str, rng: random.Random) -> Image.Image:
+    """`image` resized to size x size: its `square_box` scaled (aspect ratio not kept by stretch). PIL bicubic."""
+    return resize_box(image, size, square_box(*image.size, mode, rng))
+
+
+def resize_box(image: Image.Image, size: int, box: tuple[int, int, int, int]) -> Image.Image:
+    """The `box` of `image` scaled to size x size, PIL bicubic (the image itself when that changes nothing)."""
+    if box == (0, 0, size, size) and image.size == (size, size):
         return image
     return image.resize((size, size), Image.Resampling.BICUBIC, box=box)
+
+
+def open_mask(path: str | os.PathLike, size: tuple[int, int]) -> Image.Image:
+    """The loss mask at `path` as 8-bit greyscale (white = the subject), upright (EXIF orientation applied), of
+    its image's `size` (width, height). Raises BadSample("bad mask") when it is unreadable or of another size."""
+    try:
+        check_regular_file(path)
+        with Image.open(path) as mask:
+            mask.load()
+            mask = ImageOps.exif_transpose(mask).convert("L")
+    except Exception as error:  # noqa: BLE001 - corrupt files make PIL raise many kinds of errors
+        raise BadSample("bad mask", f"{os.fspath(path)}: {type(error).__name__}: {error}") from None
+    if mask.size != size:
+        raise BadSample("bad mask", f"{os.fspath(path)} is {mask.size[0]}x{mask.size[1]}, its image "
+                                    f"{size[0]}x{size[1]}: give a mask of the image's size")
+    return mask

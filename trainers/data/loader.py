@@ -1,7 +1,8 @@
 """A resumable, deterministic, rank-aware loader over the data sets of this package.
 
 Batches: `{"image": (B, 3, R, R) in [-1, 1], "caption": list[str], "key": list[str]}` plus
-`"lowres": (B, 3, r, r) in [-1, 1]` for SR stages; B is the per-rank batch size.
+`"lowres": (B, 3, r, r) in [-1, 1]` for SR stages, and `"pixel_weight": (B, 1, R, R)` when an item of the batch
+has a loss mask (`trainers.data.datasets`; ones for the others); B is the per-rank batch size.
 
 Map-style sources (shapes, folder, manifests) are read as one endless sequence of global positions
 0, 1, 2, ...: position p is item `order_e[p mod n]` of epoch e = p // n, where order_e is a permutation of
@@ -129,6 +130,8 @@ def collate(items: list[dict]) -> dict:
              "key": [i["key"] for i in items], "skipped": [s for i in items for s in i["skipped"]]}
     if "lowres" in items[0]:
         batch["lowres"] = torch.stack([i["lowres"] for i in items])
+    if any("pixel_weight" in i for i in items):  # an item without a loss mask weighs every pixel alike
+        batch["pixel_weight"] = torch.stack([i.get("pixel_weight", torch.ones_like(i["image"][:1])) for i in items])
     if "stream" in items[0]:
         batch["stream"] = items[-1]["stream"]
     return batch

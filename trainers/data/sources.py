@@ -3,9 +3,12 @@
 Accepted specs:
 - `shapes`: the procedural shapes world (imagen.shapes);
 - a folder: images (.jpg .jpeg .png .webp, any case, recursive, hidden names skipped) each with a
-  same-name .txt caption next to it; a folder with no images but .tar files is read as webdataset shards;
+  same-name .txt caption next to it, and optionally a loss mask `NAME-masklabel.png` (OneTrainer's naming;
+  white = the subject, whose pixels then count more in the loss: `DataConfig.unmasked_weight`); a folder with
+  no images but .tar files is read as webdataset shards;
 - `*.jsonl`: one `{"image": path, "caption": text}` object per line; `*.csv`: columns `image` and `caption`
-  (manifest paths are relative to the manifest's folder unless absolute);
+  (manifest paths are relative to the manifest's folder unless absolute); an optional `mask` field or column
+  names a loss mask;
 - webdataset shards: a `.tar`/`.tar.gz`/`.tgz` file, or a brace pattern `path/shard-{000..009}.tar`
   (remote `scheme://` and `pipe:` URLs are passed to webdataset unchecked).
 Captions are read here, at build time (cheap, and it lets a bad data set fail before training starts);
@@ -27,6 +30,7 @@ from .images import IMAGE_EXTENSIONS, BadSample, decode_caption, read_caption
 logger = logging.getLogger("trainers.data")
 
 SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+MASK_SUFFIX = "-masklabel.png"
 ACCEPTED = ("expected 'shapes', a folder of images with same-name .txt captions, a .jsonl or .csv manifest, "
             "or webdataset shards ('dir/shard-{000..009}.tar' or a .tar file)")
 MAX_BAD_FRACTION = 0.5  # more bad entries than this (or none good) and the data set is refused
@@ -35,11 +39,13 @@ WARN_LINES = 10  # individual warning lines at build time; the rest go into the 
 
 @dataclass(frozen=True)
 class Entry:
-    """One training example of a file-based source: the image path, its caption and a stable key."""
+    """One training example of a file-based source: the image path, its caption, a stable key and the path of
+    its loss mask (None: every pixel alike)."""
 
     image: str
     caption: str
     key: str
+    mask: str | None = None
 
 
 @dataclass(frozen=True)
@@ -104,7 +110,8 @@ def _walk_images(root: Path) -> list[Path]:
     for directory, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         images.extend(Path(directory, f) for f in sorted(files)
-                      if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS))
+                      if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)
+                      and not f.lower().endswith(MASK_SUFFIX))
     return sorted(images, key=lambda p: p.relative_to(root).as_posix())
 
 
@@ -145,7 +152,8 @@ def scan_folder(root: str) -> tuple[list[Entry], ScanReport]:
         except BadSample as error:
             report.skip(key, error)
             continue
-        entries.append(Entry(str(image), caption, key))
+        mask = image.with_name(image.stem + MASK_SUFFIX)
+        entries.append(Entry(str(image), caption, key, str(mask) if mask.is_file() else None))
         report.good += 1
     return entries, report
 
@@ -185,9 +193,13 @@ def read_manifest(manifest: str, kind: str) -> tuple[list[Entry], ScanReport]:
             if row.get("caption") is not None and not isinstance(row["caption"], str):
                 raise BadSample("bad manifest row", f"caption is a {type(row['caption']).__name__}, not text")
             caption = decode_caption(row.get("caption"))
+            mask = row.get("mask") or ""
+            if not isinstance(mask, str):
+                raise BadSample("bad manifest row", f"mask is a {type(mask).__name__}, not a path")
         except BadSample as error:
             report.skip(key, error)
             continue
-        entries.append(Entry(str(path.parent / row["image"].strip()), caption, key))
+        entries.append(Entry(str(path.parent / row["image"].strip()), caption, key,
+                             str(path.parent / mask.strip()) if mask.strip() else None))
         report.good += 1
     return entries, report

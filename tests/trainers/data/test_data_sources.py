@@ -178,3 +178,67 @@ def test_prior_preservation_mixes_the_models_own_data_in(image_folder):
     assert all(" on a " in c and "background" in c for c in captions[6:])  # shapes captions
     with pytest.raises(ValueError, match="prior_share > 0 needs a prior_source"):
         DataConfig(source=str(root), prior_share=0.25)
+
+
+def _mask(files, path, size, box):
+    """A loss mask of `size`, white inside `box` (left, top, right, bottom)."""
+    from PIL import Image, ImageDraw
+
+    mask = Image.new("L", size, 0)
+    ImageDraw.Draw(mask).rectangle(box, fill=255)
+    mask.save(path)
+    return path
+
+
+def test_loss_masks_weigh_the_subject_and_follow_the_images_crop(image_folder, files):
+    from trainers.data.images import REASONS
+
+    root = image_folder(3)  # 48 x 40 images
+    _mask(files, root / "sub" / "img000-masklabel.png", (48, 40), (0, 0, 23, 39))  # the left half
+    dataset = build_dataset(DataConfig(source=str(root), resize="stretch", unmasked_weight=0.1), 32)
+    assert len(dataset) == 3 and "sub/img000-masklabel.png" not in [e.key for e in dataset.entries]
+    items = {dataset[i]["key"]: dataset[i] for i in range(3)}
+    weight = items["sub/img000.png"]["pixel_weight"]
+    assert weight.shape == (1, 32, 32)
+    assert torch.allclose(weight[:, :, :15], torch.ones(1)) and torch.allclose(weight[:, :, 17:], torch.tensor(0.1))
+    assert sum("pixel_weight" in item for item in items.values()) == 1
+
+    # a random square crop of the image cuts its mask at the same place: the mask made from the image itself
+    from PIL import Image
+
+    image = Image.open(root / "sub" / "img000.png").convert("L").point(lambda v: 255 if v > 127 else 0)
+    image.save(root / "sub" / "img000-masklabel.png")
+    cropped = build_dataset(DataConfig(source=str(root), resize="random_crop", unmasked_weight=0.1), 40)
+    for epoch in range(3):
+        item = next(cropped[(i, 0, epoch)] for i in range(3) if cropped.entries[i].key == "sub/img000.png")
+        luma = torch.tensordot(torch.tensor([0.299, 0.587, 0.114]), (item["image"] + 1) * 127.5, dims=1)
+        bright = (luma > 127.5).float().unsqueeze(0)
+        assert float((item["pixel_weight"] > 0.55).float().sub(bright).abs().mean()) < 0.02
+
+    _mask(files, root / "sub" / "img000-masklabel.png", (40, 40), (0, 0, 9, 9))
+    wrong = build_dataset(DataConfig(source=str(root)), 32)
+    key = next(i for i in range(3) if wrong.entries[i].key == "sub/img000.png")
+    assert wrong[key]["key"] != "sub/img000.png" and wrong[key]["skipped"][0][1] == "bad mask" in REASONS
+    assert "40x40, its image 48x40" in wrong[key]["skipped"][0][2]
+    with pytest.raises(ValueError, match="unmasked_weight must be in"):
+        DataConfig(unmasked_weight=0.0)
+
+
+def test_a_manifest_names_loss_masks_and_a_batch_mixes_masked_and_unmasked_items(tmp_path, image_folder, files):
+    from trainers.data.loader import collate
+
+    root = image_folder(2)
+    images = sorted(p.relative_to(tmp_path).as_posix() for p in root.rglob("img*") if p.suffix != ".txt")
+    _mask(files, tmp_path / "m.png", (48, 40), (0, 0, 47, 19))  # the top half
+    rows = [{"image": images[0], "caption": "masked", "mask": "m.png"}, {"image": images[1], "caption": "plain"},
+            {"image": images[1], "caption": "bad", "mask": 3}]
+    files.write(tmp_path / "train.jsonl", "\n".join(json.dumps(r) for r in rows) + "\n")
+    dataset = build_dataset(DataConfig(source=str(tmp_path / "train.jsonl"), prior_source="shapes",
+                                       prior_share=0.5, resize="stretch"), 32)
+    assert dict(dataset.data.report.skipped) == {"bad manifest row": 1}
+    batch = collate([dataset[i] for i in range(len(dataset))])
+    weight = batch["pixel_weight"]
+    assert batch["caption"][:2] == ["masked", "plain"] and weight.shape == (4, 1, 32, 32)
+    assert float(weight[0, :, :15].min()) == 1.0 and float(weight[0, :, 17:].max()) == pytest.approx(0.05)
+    assert bool((weight[1:] == 1).all())  # no mask, and the prior's shapes: every pixel alike
+    assert "pixel_weight" not in collate([dataset[1], dataset[2]])
