@@ -148,8 +148,9 @@ def test_fit_square_modes():
     assert center.max() == 0  # the central 20x20 square is all black
     stretch = np.asarray(fit_square(image, 20, "stretch", random.Random(0)))
     assert stretch[:, :4].min() == 255 and stretch[:, 6:].max() == 0
-    crops = {np.asarray(fit_square(image, 20, "random_crop", random.Random(s))).tobytes() for s in range(20)}
-    assert len(crops) > 3
+    crops = [fit_square(image, 20, "random_crop", random.Random(s)) for s in range(40)]  # seed 31: offset 0
+    assert len({np.asarray(c).tobytes() for c in crops}) > 3
+    assert {c.size for c in crops} == {(20, 20)}  # at offset 0 too, where the box is (0, 0, 20, 20)
     same = [np.asarray(fit_square(image, 20, "random_crop", random.Random(7))) for _ in range(2)]
     assert np.array_equal(*same)
     with pytest.raises(ValueError, match="resize mode"):
