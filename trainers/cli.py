@@ -29,8 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run directory: checkpoints, logs, samples and the exported model")
     parser.add_argument("--stage", default="all", choices=[*STAGE_NAMES, "all"],
                         help="which stage to train; 'all' trains every stage of the config in order (default)")
-    parser.add_argument("--data", help="training data: 'shapes', an image folder with same-name .txt captions, a "
-                                       ".jsonl/.csv manifest, or webdataset shards 'dir/shard-{000..009}.tar'")
+    parser.add_argument("--data", help="training data: 'shapes', an image folder with same-name .txt captions (and "
+                                       "optional NAME-masklabel.png loss masks, white = the subject), a .jsonl/.csv "
+                                       "manifest, or webdataset shards 'dir/shard-{000..009}.tar'")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set base.train.lr=3e-4 (repeatable)")
     parser.add_argument("--init-from", metavar="MODEL",
