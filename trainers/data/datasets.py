@@ -242,7 +242,7 @@ class FileDataset(MapDataset):
     lazily; `unmasked_weight`: the loss weight of the pixels a mask leaves black."""
 
     def __init__(self, entries: list[Entry], report: ScanReport, target: Target, rank: int = 0,
-                 world_size: int = 1, unmasked_weight: float = 1.0):
+                 world_size: int = 1, unmasked_weight: float = DataConfig.unmasked_weight):
         super().__init__(target, report.location, rank, world_size)
         self.entries = entries
         self.report = report
