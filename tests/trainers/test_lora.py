@@ -167,14 +167,21 @@ def test_lora_needs_a_model_to_adapt(tmp_path, capsys):
         assert "give --lora RANK too" in capsys.readouterr().err
 
 
+def _small_folder(folder, count: int):
+    """`count` noisy 32 px PNGs captioned with a new word, the user's own small data set."""
+    from tests.trainers.data.conftest import FORMATS, image_bytes, write
+
+    for i in range(count):
+        write(folder / f"{i}.png", image_bytes(FORMATS[".png"], size=(32, 32), seed=i))
+        write(folder / f"{i}.txt", "a small zxq at the center on a blue background")
+    return folder
+
+
 def test_fine_tuning_on_a_small_folder_turns_prior_preservation_on(trained, tmp_path, capsys):
     from tests.trainers.data.conftest import FORMATS, image_bytes, write
 
     model, _ = trained
-    folder = tmp_path / "mine"
-    for i in range(5):
-        write(folder / f"{i}.png", image_bytes(FORMATS[".png"], size=(32, 32), seed=i))
-        write(folder / f"{i}.txt", "a small zxq at the center on a blue background")
+    folder = _small_folder(tmp_path / "mine", 5)
     out = tmp_path / "tuned"
     assert main(["--init-from", str(model), "--data", str(folder), "--output", str(out), "--max-steps", "1",
                  "--no-progress"]) == 0
@@ -207,10 +214,7 @@ def test_loss_masks_beside_the_images_reach_the_loss(trained, tmp_path, capsys):
     from tests.trainers.data.conftest import FORMATS, image_bytes, write
 
     model, _ = trained
-    folder = tmp_path / "mine"
-    for i in range(4):
-        write(folder / f"{i}.png", image_bytes(FORMATS[".png"], size=(32, 32), seed=i))
-        write(folder / f"{i}.txt", "a small zxq at the center on a blue background")
+    folder = _small_folder(tmp_path / "mine", 4)
     runs = {}
     for name in ("plain", "masked"):
         if name == "masked":

@@ -180,21 +180,20 @@ def test_prior_preservation_mixes_the_models_own_data_in(image_folder):
         DataConfig(source=str(root), prior_share=0.25)
 
 
-def _mask(files, path, size, box):
-    """A loss mask of `size`, white inside `box` (left, top, right, bottom)."""
+def _mask(path, size, box):
+    """Write a loss mask of `size` to `path`, white inside `box` (left, top, right, bottom)."""
     from PIL import Image, ImageDraw
 
     mask = Image.new("L", size, 0)
     ImageDraw.Draw(mask).rectangle(box, fill=255)
     mask.save(path)
-    return path
 
 
-def test_loss_masks_weigh_the_subject_and_follow_the_images_crop(image_folder, files):
+def test_loss_masks_weigh_the_subject_and_follow_the_images_crop(image_folder):
     from trainers.data.images import REASONS
 
     root = image_folder(3)  # 48 x 40 images
-    _mask(files, root / "sub" / "img000-masklabel.png", (48, 40), (0, 0, 23, 39))  # the left half
+    _mask(root / "sub" / "img000-masklabel.png", (48, 40), (0, 0, 23, 39))  # the left half
     dataset = build_dataset(DataConfig(source=str(root), resize="stretch", unmasked_weight=0.1), 32)
     assert len(dataset) == 3 and "sub/img000-masklabel.png" not in [e.key for e in dataset.entries]
     items = {dataset[i]["key"]: dataset[i] for i in range(3)}
@@ -215,7 +214,7 @@ def test_loss_masks_weigh_the_subject_and_follow_the_images_crop(image_folder, f
         bright = (luma > 127.5).float().unsqueeze(0)
         assert float((item["pixel_weight"] > 0.55).float().sub(bright).abs().mean()) < 0.02
 
-    _mask(files, root / "sub" / "img000-masklabel.png", (40, 40), (0, 0, 9, 9))
+    _mask(root / "sub" / "img000-masklabel.png", (40, 40), (0, 0, 9, 9))
     wrong = build_dataset(DataConfig(source=str(root)), 32)
     key = next(i for i in range(3) if wrong.entries[i].key == "sub/img000.png")
     assert wrong[key]["key"] != "sub/img000.png" and wrong[key]["skipped"][0][1] == "bad mask" in REASONS
@@ -229,7 +228,7 @@ def test_a_manifest_names_loss_masks_and_a_batch_mixes_masked_and_unmasked_items
 
     root = image_folder(2)
     images = sorted(p.relative_to(tmp_path).as_posix() for p in root.rglob("img*") if p.suffix != ".txt")
-    _mask(files, tmp_path / "m.png", (48, 40), (0, 0, 47, 19))  # the top half
+    _mask(tmp_path / "m.png", (48, 40), (0, 0, 47, 19))  # the top half
     rows = [{"image": images[0], "caption": "masked", "mask": "m.png"}, {"image": images[1], "caption": "plain"},
             {"image": images[1], "caption": "bad", "mask": 3}]
     files.write(tmp_path / "train.jsonl", "\n".join(json.dumps(r) for r in rows) + "\n")
